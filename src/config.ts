@@ -1,0 +1,155 @@
+/**
+ * Service configuration: one JSON schema over the environment variables, validated once at
+ * start-up (src/server.ts) and exposed as a typed, frozen object (`app.config`).
+ *
+ * Nothing else reads `process.env`. An invalid value stops the server with a message that names
+ * the variable. Never branch on NODE_ENV: every behaviour has its own variable.
+ */
+import os from 'node:os'
+import { Ajv } from 'ajv'
+
+export const PROVIDERS = ['cpu', 'cuda', 'tensorrt', 'dml', 'coreml'] as const
+export type ExecutionProvider = typeof PROVIDERS[number]
+
+/** The environment schema. Every variable is optional; defaults are given here. */
+export const envSchema = {
+  type: 'object',
+  additionalProperties: true,
+  properties: {
+    MODEL_PATH: { type: 'string', minLength: 1, default: 'models/vlt-refshapes', description: 'model folder (model.onnx, model.json, vocab.txt, golden.json)' },
+    HOST: { type: 'string', minLength: 1, default: '0.0.0.0' },
+    PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 8080 },
+    LOG_LEVEL: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
+    EXECUTION_PROVIDERS: { type: 'string', pattern: '^\\s*[a-z]+(\\s*,\\s*[a-z]+)*\\s*$', default: 'cpu', description: `comma-separated, in order of preference: ${PROVIDERS.join(', ')}` },
+    REQUIRE_GPU: { type: 'boolean', default: false, description: 'exit instead of falling back to CPU when no GPU provider loads' },
+    WORKERS: { type: 'integer', minimum: 0, maximum: 64, default: 0, description: 'inference worker threads; 0 = derive from the CPU count' },
+    THREADS_PER_WORKER: { type: 'integer', minimum: 0, maximum: 256, default: 0, description: 'ONNX Runtime intra-op threads per worker; 0 = derive from the CPU count' },
+    MAX_IMAGE_BYTES: { type: 'integer', minimum: 1024, default: 10 * 1024 * 1024 },
+    MAX_IMAGE_PIXELS: { type: 'integer', minimum: 1, default: 40_000_000, description: 'width × height limit of a decoded image' },
+    MAX_TEXT_LENGTH: { type: 'integer', minimum: 1, maximum: 10_000, default: 200, description: 'characters per expression' },
+    MAX_EXPRESSIONS: { type: 'integer', minimum: 1, maximum: 64, default: 8, description: 'expressions per request' },
+    MAX_BATCH: { type: 'integer', minimum: 1, maximum: 256, default: 8, description: 'rows per session.run' },
+    MAX_BATCH_WAIT_MS: { type: 'number', minimum: 0, maximum: 1000, default: 2, description: 'how long a worker waits to fill a batch' },
+    QUEUE_SIZE: { type: 'integer', minimum: 0, maximum: 100_000, default: 64, description: 'requests waiting for a worker before 503' },
+    REQUEST_TIMEOUT_MS: { type: 'integer', minimum: 1, maximum: 600_000, default: 15_000, description: 'per-request deadline (504 after it)' },
+    SHUTDOWN_GRACE_MS: { type: 'integer', minimum: 0, maximum: 600_000, default: 10_000, description: 'time accepted requests get to finish on SIGTERM/SIGINT' },
+    LOG_EXPRESSIONS: { type: 'boolean', default: false, description: 'include expression text in logs' },
+  },
+} as const
+
+export interface Config {
+  modelPath: string
+  host: string
+  port: number
+  logLevel: string
+  executionProviders: ExecutionProvider[]
+  requireGpu: boolean
+  workers: number
+  threadsPerWorker: number
+  maxImageBytes: number
+  maxImagePixels: number
+  maxTextLength: number
+  maxExpressions: number
+  maxBatch: number
+  maxBatchWaitMs: number
+  queueSize: number
+  requestTimeoutMs: number
+  shutdownGraceMs: number
+  logExpressions: boolean
+}
+
+export class ConfigError extends Error {
+  readonly variable: string
+  constructor (variable: string, message: string) {
+    super(message)
+    this.name = 'ConfigError'
+    this.variable = variable
+  }
+}
+
+const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: false, strict: false })
+const validateEnv = ajv.compile(envSchema)
+
+type Env = Record<string, string | undefined>
+
+/**
+ * Validate the environment and return the typed config. Throws ConfigError naming the variable.
+ * `cpuCount` is injectable so the derived defaults can be tested.
+ */
+export function loadConfig (env: Env = {}, cpuCount: number = os.availableParallelism()): Config {
+  const data: Record<string, unknown> = {}
+  for (const key of Object.keys(envSchema.properties)) {
+    const raw = env[key]
+    // An empty variable means "unset" (as in `PORT= npm start`).
+    if (raw !== undefined && raw.trim() !== '') data[key] = raw.trim()
+  }
+  for (const key of ['REQUIRE_GPU', 'LOG_EXPRESSIONS']) {
+    const raw = data[key]
+    if (typeof raw === 'string') {
+      const v = raw.toLowerCase()
+      if (['1', 'true', 'yes', 'on'].includes(v)) data[key] = true
+      else if (['0', 'false', 'no', 'off'].includes(v)) data[key] = false
+    }
+  }
+  if (!validateEnv(data)) {
+    const e = validateEnv.errors![0]
+    const variable = e.instancePath.replace(/^\//, '') || String(e.params?.missingProperty ?? 'environment')
+    throw new ConfigError(variable, `Invalid environment variable ${variable}=${JSON.stringify(env[variable] ?? '')}: ${e.message ?? 'invalid'}`)
+  }
+  const v = data as Record<string, any>
+
+  const providers = String(v.EXECUTION_PROVIDERS).split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== '')
+  for (const p of providers) {
+    if (!(PROVIDERS as readonly string[]).includes(p)) {
+      throw new ConfigError('EXECUTION_PROVIDERS', `Invalid environment variable EXECUTION_PROVIDERS=${JSON.stringify(env.EXECUTION_PROVIDERS)}: unknown provider ${JSON.stringify(p)} (known: ${PROVIDERS.join(', ')})`)
+    }
+  }
+  if (new Set(providers).size !== providers.length) {
+    throw new ConfigError('EXECUTION_PROVIDERS', `Invalid environment variable EXECUTION_PROVIDERS=${JSON.stringify(env.EXECUTION_PROVIDERS)}: a provider is listed twice`)
+  }
+  if (v.REQUIRE_GPU === true && !providers.some((p) => p !== 'cpu')) {
+    throw new ConfigError('REQUIRE_GPU', 'Invalid environment variable REQUIRE_GPU=true: EXECUTION_PROVIDERS lists no GPU provider')
+  }
+
+  const { workers, threadsPerWorker } = deriveParallelism(v.WORKERS, v.THREADS_PER_WORKER, cpuCount)
+
+  return Object.freeze({
+    modelPath: v.MODEL_PATH,
+    host: v.HOST,
+    port: v.PORT,
+    logLevel: v.LOG_LEVEL,
+    executionProviders: providers as ExecutionProvider[],
+    requireGpu: v.REQUIRE_GPU,
+    workers,
+    threadsPerWorker,
+    maxImageBytes: v.MAX_IMAGE_BYTES,
+    maxImagePixels: v.MAX_IMAGE_PIXELS,
+    maxTextLength: v.MAX_TEXT_LENGTH,
+    maxExpressions: v.MAX_EXPRESSIONS,
+    maxBatch: v.MAX_BATCH,
+    maxBatchWaitMs: v.MAX_BATCH_WAIT_MS,
+    queueSize: v.QUEUE_SIZE,
+    requestTimeoutMs: v.REQUEST_TIMEOUT_MS,
+    shutdownGraceMs: v.SHUTDOWN_GRACE_MS,
+    logExpressions: v.LOG_EXPRESSIONS,
+  })
+}
+
+/**
+ * Workers × intra-op threads ≤ CPUs by default: with few CPUs prefer one thread per worker
+ * (more requests in parallel); from 8 CPUs on give each worker 2 threads.
+ * Explicit values are kept as given.
+ */
+export function deriveParallelism (workers: number, threads: number, cpuCount: number): { workers: number, threadsPerWorker: number } {
+  const cpus = Math.max(1, cpuCount)
+  if (workers > 0 && threads > 0) return { workers, threadsPerWorker: threads }
+  if (workers > 0) return { workers, threadsPerWorker: Math.max(1, Math.floor(cpus / workers)) }
+  if (threads > 0) return { workers: Math.max(1, Math.floor(cpus / threads)), threadsPerWorker: threads }
+  const t = cpus >= 8 ? 2 : 1
+  return { workers: Math.max(1, Math.min(8, Math.floor(cpus / t))), threadsPerWorker: t }
+}
+
+/** A config for tests and tools: the defaults, with overrides. */
+export function defaultConfig (overrides: Partial<Config> = {}): Config {
+  return Object.freeze({ ...loadConfig({}, 2), ...overrides })
+}

@@ -1,0 +1,157 @@
+/**
+ * Coded errors of the segmentation service, and the one place that turns any error into the
+ * JSON body `{ error: { code, message } }`.
+ *
+ * Codes are stable: clients may branch on them. Messages are for people; they never carry stack
+ * traces or file-system paths. Every 5xx that is not one of our own coded errors is answered as
+ * `SEG_ERR_INTERNAL` / 'Internal Server Error'.
+ */
+import { format } from 'node:util'
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
+
+export interface SegErrorOptions {
+  /** Seconds, sent as `Retry-After` (503 only). */
+  retryAfter?: number
+  /** Extra machine-readable detail returned under `error.details`. */
+  details?: Record<string, unknown>
+}
+
+/** An error whose code, HTTP status and message are meant for the client. */
+export class SegError extends Error {
+  readonly code: string
+  readonly statusCode: number
+  readonly retryAfter?: number
+  readonly details?: Record<string, unknown>
+
+  constructor (code: string, statusCode: number, message: string, opts: SegErrorOptions = {}) {
+    super(message)
+    this.name = 'SegError'
+    this.code = code
+    this.statusCode = statusCode
+    this.retryAfter = opts.retryAfter
+    this.details = opts.details
+  }
+}
+
+export type SegErrorFactory = ((...args: unknown[]) => SegError) & { code: string, statusCode: number }
+
+/**
+ * `createError('SEG_ERR_X', 'Could not do %s', 400)` returns a constructor-like function whose
+ * arguments fill the `%s` placeholders (the `@fastify/error` convention).
+ */
+export function createError (code: string, template: string, statusCode: number, opts: SegErrorOptions = {}): SegErrorFactory {
+  const make = (...args: unknown[]): SegError => new SegError(code, statusCode, format(template, ...args), opts)
+  return Object.assign(make, { code, statusCode })
+}
+
+/** `Expected <what> for <name> but received <value>` (the one template for validation messages). */
+export function expected (what: string, name: string, value: unknown): string {
+  return `Expected ${what} for ${name} but received ${describe(value)}`
+}
+
+function describe (value: unknown): string {
+  if (value === undefined) return 'nothing'
+  if (typeof value === 'string') {
+    const shown = value.length > 40 ? `${value.slice(0, 40)}…` : value
+    return JSON.stringify(shown)
+  }
+  return String(value)
+}
+
+// 400: the request is malformed.
+export const ERR_INVALID_FIELD = createError('SEG_ERR_INVALID_FIELD', '%s', 400)
+export const ERR_MISSING_FIELD = createError('SEG_ERR_MISSING_FIELD', '%s', 400)
+export const ERR_MULTIPART = createError('SEG_ERR_MULTIPART', 'Could not read the multipart body: %s', 400)
+export const ERR_IMAGE_DECODE = createError('SEG_ERR_IMAGE_DECODE', 'Could not decode the image: %s', 400)
+export const ERR_VALIDATION = createError('SEG_ERR_VALIDATION', '%s', 400)
+// 404 / 405
+export const ERR_NOT_FOUND = createError('SEG_ERR_NOT_FOUND', 'Route %s %s not found', 404)
+// 406: nothing the client accepts can be produced.
+export const ERR_NOT_ACCEPTABLE = createError('SEG_ERR_NOT_ACCEPTABLE', '%s', 406)
+// 413: too many bytes or pixels.
+export const ERR_PAYLOAD_TOO_LARGE = createError('SEG_ERR_PAYLOAD_TOO_LARGE', '%s', 413)
+export const ERR_IMAGE_TOO_LARGE = createError('SEG_ERR_IMAGE_TOO_LARGE', '%s', 413)
+// 415: the body or the file is not something we can read.
+export const ERR_UNSUPPORTED_MEDIA_TYPE = createError('SEG_ERR_UNSUPPORTED_MEDIA_TYPE', '%s', 415)
+export const ERR_NOT_AN_IMAGE = createError('SEG_ERR_NOT_AN_IMAGE', 'The uploaded file is not an image in a supported format (JPEG, PNG, WebP, GIF, TIFF or AVIF)', 415)
+export const ERR_IMAGE_FORMAT = createError('SEG_ERR_IMAGE_FORMAT', 'Image format %s is not supported; use JPEG, PNG, WebP, GIF, TIFF or AVIF', 415)
+// 422: well-formed but meaningless to the model.
+export const ERR_NO_KNOWN_WORDS = createError('SEG_ERR_NO_KNOWN_WORDS', '%s', 422)
+// 503 / 504: capacity and time.
+export const ERR_NOT_READY = createError('SEG_ERR_NOT_READY', 'The model is not loaded yet', 503, { retryAfter: 5 })
+export const ERR_SHUTTING_DOWN = createError('SEG_ERR_SHUTTING_DOWN', 'The server is shutting down', 503, { retryAfter: 5 })
+export const ERR_QUEUE_FULL = createError('SEG_ERR_QUEUE_FULL', 'Too many requests are waiting (%s queued); try again shortly', 503, { retryAfter: 1 })
+export const ERR_WORKER_CRASHED = createError('SEG_ERR_WORKER_CRASHED', 'The inference worker stopped while handling this request; try again', 503, { retryAfter: 1 })
+export const ERR_DEADLINE = createError('SEG_ERR_DEADLINE', 'The request did not finish within %s ms', 504)
+export const ERR_INTERNAL = createError('SEG_ERR_INTERNAL', 'Internal Server Error', 500)
+
+export interface ErrorBody {
+  error: { code: string, message: string, details?: Record<string, unknown> }
+}
+
+/** Fastify / @fastify/multipart error codes mapped to ours (status, code). */
+const FRAMEWORK_ERRORS: Record<string, [number, string]> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'SEG_ERR_UNSUPPORTED_MEDIA_TYPE'],
+  FST_INVALID_MULTIPART_CONTENT_TYPE: [415, 'SEG_ERR_UNSUPPORTED_MEDIA_TYPE'],
+  FST_ERR_CTP_BODY_TOO_LARGE: [413, 'SEG_ERR_PAYLOAD_TOO_LARGE'],
+  FST_REQ_FILE_TOO_LARGE: [413, 'SEG_ERR_PAYLOAD_TOO_LARGE'],
+  FST_PARTS_LIMIT: [413, 'SEG_ERR_PAYLOAD_TOO_LARGE'],
+  FST_FILES_LIMIT: [413, 'SEG_ERR_PAYLOAD_TOO_LARGE'],
+  FST_FIELDS_LIMIT: [413, 'SEG_ERR_PAYLOAD_TOO_LARGE'],
+  FST_PROTO_VIOLATION: [400, 'SEG_ERR_MULTIPART'],
+  FST_INVALID_JSON_FIELD_ERROR: [400, 'SEG_ERR_MULTIPART'],
+  FST_MP_PREMATURE_CLOSE: [400, 'SEG_ERR_MULTIPART'],
+  FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'SEG_ERR_VALIDATION'],
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, 'SEG_ERR_VALIDATION'],
+}
+
+const FRAMEWORK_MESSAGES: Record<string, string> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'Expected multipart/form-data for the request body but received another content type',
+  FST_INVALID_MULTIPART_CONTENT_TYPE: 'Expected multipart/form-data for the request body but received another content type',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'The request body is too large',
+  FST_REQ_FILE_TOO_LARGE: 'The uploaded file is too large',
+  FST_PARTS_LIMIT: 'The multipart body has too many parts',
+  FST_FILES_LIMIT: 'Only one file (image) may be uploaded',
+  FST_FIELDS_LIMIT: 'The multipart body has too many fields',
+}
+
+/** Normalise anything thrown into (status, body, retryAfter). */
+export function toErrorResponse (err: unknown): { statusCode: number, body: ErrorBody, retryAfter?: number } {
+  if (err instanceof SegError) {
+    const error: ErrorBody['error'] = { code: err.code, message: err.message }
+    if (err.details !== undefined) error.details = err.details
+    return { statusCode: err.statusCode, body: { error }, retryAfter: err.retryAfter }
+  }
+  const fe = err as Partial<FastifyError> & { validation?: unknown }
+  if (fe !== null && typeof fe === 'object') {
+    if (fe.validation !== undefined) {
+      return { statusCode: 400, body: { error: { code: 'SEG_ERR_VALIDATION', message: String(fe.message) } } }
+    }
+    const mapped = fe.code !== undefined ? FRAMEWORK_ERRORS[fe.code] : undefined
+    if (mapped !== undefined) {
+      const message = FRAMEWORK_MESSAGES[fe.code as string] ?? `Could not read the multipart body: ${String(fe.message)}`
+      return { statusCode: mapped[0], body: { error: { code: mapped[1], message } } }
+    }
+    // Malformed multipart (busboy) errors carry no code; they are the client's fault.
+    if (typeof fe.message === 'string' && /multipart|boundary|Unexpected end of form/i.test(fe.message)) {
+      return { statusCode: 400, body: { error: { code: 'SEG_ERR_MULTIPART', message: 'Could not read the multipart body' } } }
+    }
+    const status = typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500 ? fe.statusCode : 500
+    if (status < 500) {
+      return { statusCode: status, body: { error: { code: 'SEG_ERR_BAD_REQUEST', message: String(fe.message) } } }
+    }
+  }
+  return { statusCode: 500, body: { error: { code: 'SEG_ERR_INTERNAL', message: 'Internal Server Error' } } }
+}
+
+/** The central error handler (registered once in buildApp). */
+export function errorHandler (err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const { statusCode, body, retryAfter } = toErrorResponse(err)
+  if (statusCode >= 500 && !(err instanceof SegError)) {
+    request.log.error({ err, request: { method: request.method, url: request.url } }, 'request failed')
+  } else {
+    request.log.info({ code: body.error.code, statusCode }, 'request rejected')
+  }
+  if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter))
+  return reply.code(statusCode).type('application/json; charset=utf-8').send(body)
+}

@@ -1,0 +1,82 @@
+import t from 'tap'
+import { ConfigError, deriveParallelism, envSchema, loadConfig } from '../src/config.js'
+
+t.test('defaults: the model folder on 0.0.0.0:8080', async (t) => {
+  const c = loadConfig({}, 2)
+  t.equal(c.modelPath, 'models/vlt-refshapes')
+  t.equal(c.host, '0.0.0.0')
+  t.equal(c.port, 8080)
+  t.equal(c.logLevel, 'info')
+  t.strictSame(c.executionProviders, ['cpu'])
+  t.equal(c.requireGpu, false)
+  t.equal(c.maxExpressions, 8)
+  t.equal(c.logExpressions, false)
+  t.ok(Object.isFrozen(c))
+})
+
+t.test('every schema variable maps to a config field', async (t) => {
+  const c = loadConfig({}, 2) as unknown as Record<string, unknown>
+  for (const key of Object.keys(envSchema.properties)) {
+    const field = key.toLowerCase().replace(/_([a-z])/g, (_, ch: string) => ch.toUpperCase())
+      .replace('requireGpu', 'requireGpu')
+    t.ok(field in c || ['executionProviders'].includes(field), `${key} → ${field}`)
+  }
+})
+
+t.test('values are coerced from strings', async (t) => {
+  const c = loadConfig({
+    PORT: '9000', WORKERS: '3', THREADS_PER_WORKER: '2', REQUIRE_GPU: 'true', EXECUTION_PROVIDERS: 'cuda, cpu',
+    LOG_EXPRESSIONS: 'yes', MAX_BATCH_WAIT_MS: '2.5', QUEUE_SIZE: '0', HOST: '127.0.0.1',
+  }, 2)
+  t.equal(c.port, 9000)
+  t.equal(c.workers, 3)
+  t.equal(c.threadsPerWorker, 2)
+  t.equal(c.requireGpu, true)
+  t.strictSame(c.executionProviders, ['cuda', 'cpu'])
+  t.equal(c.logExpressions, true)
+  t.equal(c.maxBatchWaitMs, 2.5)
+  t.equal(c.queueSize, 0)
+  t.equal(c.host, '127.0.0.1')
+})
+
+t.test('an empty variable counts as unset', async (t) => {
+  t.equal(loadConfig({ PORT: '' }, 2).port, 8080)
+})
+
+const bad: Array<[string, string]> = [
+  ['PORT', 'eighty'],
+  ['PORT', '70000'],
+  ['LOG_LEVEL', 'loud'],
+  ['WORKERS', '-1'],
+  ['REQUIRE_GPU', 'maybe'],
+  ['MAX_EXPRESSIONS', '0'],
+  ['MAX_BATCH', '1.5'],
+  ['EXECUTION_PROVIDERS', 'cpu,,'],
+  ['EXECUTION_PROVIDERS', 'quantum'],
+  ['EXECUTION_PROVIDERS', 'cpu,cpu'],
+  ['REQUEST_TIMEOUT_MS', '0'],
+]
+for (const [name, value] of bad) {
+  t.test(`EXPECTED FAILURE - ${name}=${value} names the variable`, async (t) => {
+    let caught: unknown
+    try { loadConfig({ [name]: value }, 2) } catch (err) { caught = err }
+    t.ok(caught instanceof ConfigError)
+    t.equal((caught as ConfigError).variable, name)
+    t.match((caught as Error).message, new RegExp(`^Invalid environment variable ${name}=`))
+  })
+}
+
+t.test('EXPECTED FAILURE - REQUIRE_GPU without a GPU provider', async (t) => {
+  t.throws(() => loadConfig({ REQUIRE_GPU: '1' }, 2), { variable: 'REQUIRE_GPU' })
+})
+
+t.test('workers × threads ≤ CPUs by default', async (t) => {
+  for (const cpus of [1, 2, 3, 4, 8, 16, 64]) {
+    const { workers, threadsPerWorker } = deriveParallelism(0, 0, cpus)
+    t.ok(workers >= 1 && threadsPerWorker >= 1)
+    t.ok(workers * threadsPerWorker <= Math.max(1, cpus), `cpus=${cpus}: ${workers}×${threadsPerWorker}`)
+  }
+  t.strictSame(deriveParallelism(2, 0, 8), { workers: 2, threadsPerWorker: 4 })
+  t.strictSame(deriveParallelism(0, 4, 8), { workers: 2, threadsPerWorker: 4 })
+  t.strictSame(deriveParallelism(3, 3, 2), { workers: 3, threadsPerWorker: 3 })
+})
