@@ -8,7 +8,7 @@
 import os from 'node:os'
 import { Ajv } from 'ajv'
 
-export const PROVIDERS = ['cpu', 'cuda', 'tensorrt', 'dml', 'coreml'] as const
+export const PROVIDERS = ['cpu', 'cuda', 'tensorrt', 'webgpu', 'dml', 'coreml'] as const
 export type ExecutionProvider = typeof PROVIDERS[number]
 
 /** The environment schema. Every variable is optional; defaults are given here. */

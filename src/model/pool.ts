@@ -1,0 +1,358 @@
+/**
+ * The inference engine: a pool of worker threads (one ONNX Runtime session each) behind one
+ * bounded queue.
+ *
+ * - run(job) queues one image with K token rows. A free worker takes queued jobs, oldest first,
+ *   up to `maxBatch` rows, into a single session.run (dynamic micro-batching). It waits at most
+ *   `maxBatchWaitMs` after the oldest job arrived for the batch to fill; while every worker is
+ *   busy, jobs gather in the queue and the next free worker takes them together.
+ * - The queue holds at most `queueSize` jobs; one more is refused at once (503 + Retry-After).
+ * - Each job has a deadline: a queued job is dropped (504); an in-flight one is answered 504 and
+ *   its result discarded when it arrives.
+ * - An aborted job (its client disconnected) leaves the queue before it costs a session.run.
+ * - A worker that dies fails its in-flight jobs with 503 and is replaced; the replacement runs
+ *   the golden case again before it takes work.
+ */
+import { Worker } from 'node:worker_threads'
+import { ERR_DEADLINE, ERR_INTERNAL, ERR_NOT_READY, ERR_QUEUE_FULL, ERR_SHUTTING_DOWN, ERR_WORKER_CRASHED, SegError } from '../errors.js'
+import type { FromWorker, RowResult, RunJob, ToWorker, WorkerInit } from './protocol.js'
+
+export interface EngineLogger {
+  info: (obj: object, msg: string) => void
+  warn: (obj: object, msg: string) => void
+  error: (obj: object, msg: string) => void
+}
+
+export interface PoolOptions {
+  init: WorkerInit
+  workers: number
+  maxBatch: number
+  maxBatchWaitMs: number
+  queueSize: number
+  logger: EngineLogger
+  /** The worker script (tests pass a fake one). */
+  workerUrl?: URL
+  /** Delay before a crashed worker is replaced (doubles per consecutive failure). */
+  restartDelayMs?: number
+}
+
+export type InferenceJob = Omit<RunJob, 'id'>
+
+export interface RunOptions {
+  /** Epoch ms after which the answer is useless (504). */
+  deadline: number
+  /** Aborted when the client disconnects. */
+  signal?: AbortSignal
+}
+
+export interface JobOutput {
+  rows: RowResult[]
+  /** ms from run() until a worker took the job */
+  queueMs: number
+  inferenceMs: number
+  postprocessMs: number
+  /** rows in the session.run that served the job */
+  batchSize: number
+}
+
+export interface EngineStats {
+  provider: string
+  workers: number
+  liveWorkers: number
+  busyWorkers: number
+  queueDepth: number
+  restarts: number
+}
+
+/** What the segmenter needs from an inference engine (the pool, or a fake in tests). */
+export interface Engine {
+  /** Resolves when every worker has loaded the model and passed the golden case; rejects on a fatal start error. */
+  readonly started: Promise<void>
+  isReady: () => boolean
+  provider: () => string
+  run: (job: InferenceJob, opts: RunOptions) => Promise<JobOutput>
+  stats: () => EngineStats
+  /** Called with the rows of every session.run (for the batch-size histogram). */
+  onBatch?: (rows: number) => void
+  /** Finish queued and in-flight work, then stop the workers. */
+  close: () => Promise<void>
+}
+
+interface Pending {
+  id: number
+  job: InferenceJob
+  rows: number
+  enqueuedAt: number
+  dispatchedAt: number
+  deadline: number
+  resolve: (out: JobOutput) => void
+  reject: (err: Error) => void
+  settled: boolean
+  cleanup: () => void
+}
+
+type SlotState = 'starting' | 'idle' | 'busy' | 'dead'
+
+interface Slot {
+  index: number
+  worker: Worker
+  state: SlotState
+  batchId: number
+  inflight: Pending[]
+  provider: string
+  exited: boolean
+}
+
+export function createWorkerPool (opts: PoolOptions): Engine {
+  const { init, logger } = opts
+  const workerUrl = opts.workerUrl ?? defaultWorkerUrl()
+  const restartDelayMs = opts.restartDelayMs ?? 500
+  const slots: Slot[] = []
+  const queue: Pending[] = []
+  let nextJobId = 1
+  let nextBatchId = 1
+  let restarts = 0
+  let consecutiveFailures = 0
+  let provider = 'pending'
+  let startedOk = false
+  let closing = false
+  let closed = false
+  let batchTimer: NodeJS.Timeout | undefined
+  let drainWaiters: Array<() => void> = []
+
+  let resolveStarted!: () => void
+  let rejectStarted!: (err: Error) => void
+  const started = new Promise<void>((resolve, reject) => { resolveStarted = resolve; rejectStarted = reject })
+  started.catch(() => {}) // observed by the caller; avoid an unhandled rejection here
+  let startingCount = opts.workers
+
+  function settle (p: Pending, fn: () => void): void {
+    if (p.settled) return
+    p.settled = true
+    p.cleanup()
+    fn()
+  }
+
+  function spawn (index: number): Slot {
+    const worker = new Worker(workerUrl, { workerData: init, name: `inference-${index}` })
+    const slot: Slot = { index, worker, state: 'starting', batchId: 0, inflight: [], provider: 'pending', exited: false }
+    slots[index] = slot
+    worker.on('message', (msg: FromWorker) => onMessage(slot, msg))
+    worker.on('error', (err) => onExit(slot, `error: ${err.message}`))
+    worker.on('exit', (code) => onExit(slot, `exit code ${code}`))
+    return slot
+  }
+
+  function onMessage (slot: Slot, msg: FromWorker): void {
+    switch (msg.type) {
+      case 'log':
+        logger[msg.level]({ worker: slot.index, ...msg.data }, msg.msg)
+        return
+      case 'failed':
+        logger.error({ worker: slot.index, reason: msg.message }, 'inference worker failed to start')
+        if (!startedOk) rejectStarted(new Error(msg.message))
+        slot.state = 'dead'
+        void slot.worker.terminate()
+        return
+      case 'ready':
+        slot.state = 'idle'
+        slot.provider = msg.provider
+        provider = msg.provider
+        consecutiveFailures = 0
+        logger.info({ worker: slot.index, provider: msg.provider, golden: msg.golden?.maxAbsDiff }, 'inference worker ready')
+        if (!startedOk && --startingCount === 0) {
+          startedOk = true
+          resolveStarted()
+        }
+        pump()
+        return
+      case 'result': {
+        if (msg.batchId !== slot.batchId) return
+        const inflight = slot.inflight
+        slot.inflight = []
+        slot.state = 'idle'
+        for (const p of inflight) {
+          settle(p, () => {
+            if (msg.error !== undefined) {
+              logger.error({ worker: slot.index, reason: msg.error }, 'inference failed')
+              p.reject(ERR_INTERNAL())
+              return
+            }
+            const r = msg.results?.find((x) => x.id === p.id)
+            if (r === undefined) { p.reject(ERR_INTERNAL()); return }
+            p.resolve({
+              rows: r.rows,
+              queueMs: p.dispatchedAt - p.enqueuedAt,
+              inferenceMs: msg.inferenceMs,
+              postprocessMs: msg.postprocessMs,
+              batchSize: inflight.reduce((n, q) => n + q.rows, 0),
+            })
+          })
+        }
+        pump()
+        checkDrained()
+      }
+    }
+  }
+
+  function onExit (slot: Slot, why: string): void {
+    // 'error' is followed by 'exit': handle the first one only.
+    if (slot.exited) return
+    slot.exited = true
+    const wasStarting = slot.state === 'starting'
+    const lost = slot.inflight
+    slot.inflight = []
+    slot.state = 'dead'
+    for (const p of lost) settle(p, () => p.reject(ERR_WORKER_CRASHED()))
+    if (closed) return
+    if (!startedOk) {
+      if (wasStarting) rejectStarted(new Error(`inference worker ${slot.index} stopped during start-up (${why})`))
+      return
+    }
+    logger.error({ worker: slot.index, reason: why, failedJobs: lost.length }, 'inference worker stopped; replacing it')
+    // Replace it, backing off while replacements keep failing.
+    restarts++
+    const delay = Math.min(30_000, restartDelayMs * 2 ** consecutiveFailures)
+    consecutiveFailures++
+    setTimeout(() => { if (!closed) spawn(slot.index) }, delay).unref()
+    pump()
+    checkDrained()
+  }
+
+  function liveSlots (): Slot[] {
+    return slots.filter((s) => s.state === 'idle' || s.state === 'busy')
+  }
+
+  function pump (): void {
+    if (batchTimer !== undefined) { clearTimeout(batchTimer); batchTimer = undefined }
+    while (queue.length > 0) {
+      const slot = slots.find((s) => s.state === 'idle')
+      if (slot === undefined) return
+      const queuedRows = queue.reduce((n, p) => n + p.rows, 0)
+      const waitLeft = queue[0].enqueuedAt + opts.maxBatchWaitMs - performance.now()
+      if (queuedRows < opts.maxBatch && waitLeft > 0 && !closing) {
+        batchTimer = setTimeout(pump, waitLeft)
+        return
+      }
+      dispatch(slot)
+    }
+  }
+
+  function dispatch (slot: Slot): void {
+    const batch: Pending[] = []
+    let rows = 0
+    while (queue.length > 0) {
+      const p = queue[0]
+      if (batch.length > 0 && rows + p.rows > opts.maxBatch) break
+      queue.shift()
+      batch.push(p)
+      rows += p.rows
+    }
+    const now = performance.now()
+    for (const p of batch) p.dispatchedAt = now
+    slot.state = 'busy'
+    slot.batchId = nextBatchId++
+    slot.inflight = batch
+    const msg: ToWorker = { type: 'run', batchId: slot.batchId, jobs: batch.map((p) => ({ id: p.id, ...p.job })) }
+    slot.worker.postMessage(msg)
+    engine.onBatch?.(rows)
+  }
+
+  function checkDrained (): void {
+    if (queue.length === 0 && slots.every((s) => s.inflight.length === 0)) {
+      const waiters = drainWaiters
+      drainWaiters = []
+      for (const w of waiters) w()
+    }
+  }
+
+  function run (job: InferenceJob, ro: RunOptions): Promise<JobOutput> {
+    if (closing) return Promise.reject(ERR_SHUTTING_DOWN())
+    if (!startedOk || liveSlots().length === 0) return Promise.reject(ERR_NOT_READY())
+    if (ro.signal?.aborted === true) return Promise.reject(abortError())
+    const timeLeft = ro.deadline - Date.now()
+    return new Promise<JobOutput>((resolve, reject) => {
+      const p: Pending = {
+        id: nextJobId++,
+        job,
+        rows: job.tokens.length,
+        enqueuedAt: performance.now(),
+        dispatchedAt: 0,
+        deadline: ro.deadline,
+        resolve,
+        reject,
+        settled: false,
+        cleanup: () => {},
+      }
+      const onDeadline = (): void => {
+        removeQueued(p)
+        settle(p, () => p.reject(ERR_DEADLINE(Math.round(timeLeft))))
+        checkDrained()
+      }
+      const onAbort = (): void => {
+        removeQueued(p)
+        settle(p, () => p.reject(abortError()))
+        checkDrained()
+      }
+      const timer = setTimeout(onDeadline, Math.max(0, timeLeft))
+      ro.signal?.addEventListener('abort', onAbort, { once: true })
+      p.cleanup = () => {
+        clearTimeout(timer)
+        ro.signal?.removeEventListener('abort', onAbort)
+      }
+      queue.push(p)
+      pump()
+      if (queue.includes(p) && queue.length > opts.queueSize) {
+        removeQueued(p)
+        settle(p, () => p.reject(ERR_QUEUE_FULL(queue.length)))
+      }
+    })
+  }
+
+  function removeQueued (p: Pending): void {
+    const i = queue.indexOf(p)
+    if (i >= 0) queue.splice(i, 1)
+  }
+
+  async function close (): Promise<void> {
+    if (closed) return
+    closing = true
+    pump()
+    if (queue.length > 0 || slots.some((s) => s.inflight.length > 0)) {
+      await new Promise<void>((resolve) => drainWaiters.push(resolve))
+    }
+    closed = true
+    if (batchTimer !== undefined) clearTimeout(batchTimer)
+    await Promise.all(slots.map(async (s) => { s.state = 'dead'; await s.worker.terminate() }))
+  }
+
+  const engine: Engine = {
+    started,
+    isReady: () => startedOk && !closing && liveSlots().length > 0,
+    provider: () => provider,
+    run,
+    stats: () => ({
+      provider,
+      workers: opts.workers,
+      liveWorkers: liveSlots().length,
+      busyWorkers: slots.filter((s) => s.state === 'busy').length,
+      queueDepth: queue.length,
+      restarts,
+    }),
+    close,
+  }
+
+  for (let i = 0; i < opts.workers; i++) spawn(i)
+  return engine
+}
+
+/** The error a job gets when its client went away (nobody reads it). */
+export function abortError (): SegError {
+  return new SegError('SEG_ERR_CLIENT_CLOSED', 499, 'The client closed the connection')
+}
+
+/** worker.js next to this file (worker.ts when running from sources under a TypeScript loader). */
+function defaultWorkerUrl (): URL {
+  const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js'
+  return new URL(`./worker${ext}`, import.meta.url)
+}
