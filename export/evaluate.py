@@ -1,0 +1,176 @@
+"""Score a model on a set in the RefShapes on-disk format (refshapes/SPEC.md, 'Files of a set').
+
+VLT evaluation protocol: letterbox -> model -> sigmoid -> bilinear to S x S -> crop the letterbox ->
+bilinear to the image's own size -> > threshold (0.35, from model.json); then mIoU, oIoU and
+Prec@0.5..0.9, overall and per expression type.
+
+    python -m export.evaluate --model models/vlt-refshapes --data ../shared/refshapes/val
+    python -m export.evaluate --checkpoint runs/tiny/checkpoint.pt --data ../shared/refshapes/val
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from export.preprocess import THRESHOLD, Letterbox, binary_mask, letterbox_image, load_rgb
+from export.vlt.tokenizer import Tokenizer
+
+PREC_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+# images B x 3 x S x S float32, tokens B x L int64 -> mask logits B x 1 x m x m
+Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def read_set(root: Path, limit: Optional[int] = None) -> List[dict]:
+    rows = [json.loads(line) for line in (root / "annotations.jsonl").read_text().splitlines() if line.strip()]
+    return rows[:limit] if limit else rows
+
+
+def iou(pred: np.ndarray, gt: np.ndarray) -> Tuple[int, int]:
+    """Intersection and union pixel counts of two bool masks."""
+    return int(np.logical_and(pred, gt).sum()), int(np.logical_or(pred, gt).sum())
+
+
+def summarise(records: Sequence[Tuple[str, int, int]]) -> Dict[str, Dict[str, float]]:
+    """records: (type, intersection, union) per expression -> metrics overall and per type (in %)."""
+    groups: Dict[str, List[Tuple[int, int]]] = defaultdict(list)
+    for kind, i, u in records:
+        groups["overall"].append((i, u))
+        groups[kind].append((i, u))
+    out: Dict[str, Dict[str, float]] = {}
+    for name, rows in groups.items():
+        inter = np.array([r[0] for r in rows], dtype=np.float64)
+        union = np.array([r[1] for r in rows], dtype=np.float64)
+        # An empty prediction of an empty target counts as a perfect match.
+        ious = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+        m = {"n": len(rows), "mIoU": 100 * float(ious.mean()), "oIoU": 100 * float(inter.sum() / max(union.sum(), 1))}
+        for t in PREC_THRESHOLDS:
+            m[f"Prec@{t}"] = 100 * float((ious >= t).mean())
+        out[name] = m
+    return out
+
+
+def evaluate_set(
+    predict: Predictor,
+    *,
+    data: Path,
+    tokenizer: Tokenizer,
+    image_size: int,
+    threshold: float = THRESHOLD,
+    batch_size: int = 16,
+    limit: Optional[int] = None,
+) -> Dict[str, Dict[str, float]]:
+    """Run ``predict`` over every expression of the set at ``data`` and score it."""
+    rows = read_set(data, limit)
+    cache: Dict[str, Tuple[np.ndarray, Letterbox]] = {}
+    records: List[Tuple[str, int, int]] = []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        images, boxes = [], []
+        for r in batch:
+            if r["image"] not in cache:
+                cache.clear() if len(cache) > 64 else None
+                cache[r["image"]] = letterbox_image(load_rgb(data / r["image"]), image_size)
+            x, box = cache[r["image"]]
+            images.append(x)
+            boxes.append(box)
+        tokens = np.asarray(tokenizer.encode_batch([r["expression"] for r in batch]), dtype=np.int64)
+        logits = predict(np.stack(images), tokens)
+        for r, box, lg in zip(batch, boxes, logits):
+            pred = binary_mask(lg[0], box, threshold)
+            gt = np.asarray(Image.open(data / r["mask"]).convert("L")) > 127
+            records.append((r.get("type", "all"), *iou(pred, gt)))
+    return summarise(records)
+
+
+def onnx_predictor(model_dir: Path, threads: int = 0) -> Tuple[Predictor, dict]:
+    import onnxruntime as ort
+
+    manifest = json.loads((model_dir / "model.json").read_text())
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(model_dir / manifest["onnx"]["file"]), so, providers=["CPUExecutionProvider"])
+
+    def predict(images: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        return sess.run(["mask_logits"], {"image": images.astype(np.float32), "tokens": tokens})[0]
+
+    return predict, manifest
+
+
+def torch_predictor(model, device: str = "cpu") -> Predictor:
+    import torch
+
+    model.eval()
+
+    def predict(images: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = model(torch.from_numpy(images).to(device), torch.from_numpy(tokens).to(device))[0]
+        return out.float().cpu().numpy()
+
+    return predict
+
+
+def format_table(metrics: Dict[str, Dict[str, float]]) -> str:
+    cols = ["n", "mIoU", "oIoU"] + [f"Prec@{t}" for t in PREC_THRESHOLDS]
+    order = ["overall"] + sorted(k for k in metrics if k != "overall")
+    lines = ["| split | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for k in order:
+        m = metrics[k]
+        lines.append(f"| {k} | {m['n']} | " + " | ".join(f"{m[c]:.2f}" for c in cols[1:]) + " |")
+    return "\n".join(lines)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("VLT evaluation on a RefShapes-format set", add_help=False)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--model", type=Path, help="a model folder (model.onnx + model.json + vocab.txt), run in onnxruntime")
+    g.add_argument("--checkpoint", type=Path, help="a training checkpoint, run in PyTorch")
+    p.add_argument("--data", type=Path, required=True, help="a set folder with annotations.jsonl, images/, masks/")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N expressions")
+    p.add_argument("--batch-size", type=int, default=16, help="expressions per forward pass")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: library default)")
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the checkpoint's EMA weights")
+    p.add_argument("--json", type=Path, default=None, help="also write the metrics here as JSON")
+    return p
+
+
+def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
+    t0 = time.time()
+    if args.model is not None:
+        predict, manifest = onnx_predictor(args.model, args.threads)
+        tokenizer = Tokenizer.from_file(args.model / manifest["vocab"]["file"], manifest["max_words"])
+        size, threshold = manifest["input"]["size"], manifest["output"]["threshold"]
+    else:
+        from export.engine import load_checkpoint
+
+        model, ckpt = load_checkpoint(args.checkpoint, ema=args.ema)
+        predict = torch_predictor(model)
+        tokenizer = Tokenizer(ckpt["vocab"], model_cfg_max_words(ckpt))
+        size, threshold = ckpt["config"]["image_size"], THRESHOLD
+    metrics = evaluate_set(
+        predict, data=args.data, tokenizer=tokenizer, image_size=size, threshold=threshold,
+        batch_size=args.batch_size, limit=args.limit,
+    )
+    print(format_table(metrics))
+    print(f"({time.time() - t0:.1f} s)")
+    if args.json:
+        args.json.write_text(json.dumps(metrics, indent=1) + "\n")
+    return metrics
+
+
+def model_cfg_max_words(ckpt: dict) -> int:
+    return int(ckpt["config"]["max_words"])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    main(parser.parse_args())
