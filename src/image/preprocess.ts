@@ -78,6 +78,8 @@ export async function decodeImage (input: Buffer, opts: DecodeOptions): Promise<
     // limitInputPixels is enforced at decode; metadata is header-only and cheap.
     meta = await sharp(input, { limitInputPixels: false }).metadata()
   } catch {
+    // A recognisable header whose data cannot be read is a broken image, not a non-image.
+    if (sniffFormat(input) !== undefined) throw ERR_IMAGE_DECODE('the data is corrupt or truncated')
     throw ERR_NOT_AN_IMAGE()
   }
   const format = meta.format as string | undefined
@@ -102,6 +104,18 @@ export async function decodeImage (input: Buffer, opts: DecodeOptions): Promise<
     if (err instanceof SegError) throw err
     throw ERR_IMAGE_DECODE('the data is corrupt or truncated')
   }
+}
+
+/** The accepted format a buffer's magic bytes announce, if any. */
+export function sniffFormat (b: Uint8Array): string | undefined {
+  const ascii = (from: number, to: number): string => Buffer.from(b.subarray(from, to)).toString('latin1')
+  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg'
+  if (b.length >= 8 && ascii(0, 8) === '\x89PNG\r\n\x1a\n') return 'png'
+  if (b.length >= 6 && (ascii(0, 6) === 'GIF87a' || ascii(0, 6) === 'GIF89a')) return 'gif'
+  if (b.length >= 12 && ascii(0, 4) === 'RIFF' && ascii(8, 12) === 'WEBP') return 'webp'
+  if (b.length >= 4 && (ascii(0, 4) === 'II*\x00' || ascii(0, 4) === 'MM\x00*')) return 'tiff'
+  if (b.length >= 12 && ascii(4, 8) === 'ftyp' && /^avi[fs]$/.test(ascii(8, 12))) return 'avif'
+  return undefined
 }
 
 /** scale = min(S/w, S/h); nw, nh = int(w·scale), int(h·scale); dx, dy = (S−nw)//2, (S−nh)//2. */

@@ -1,0 +1,73 @@
+/**
+ * buildApp(config, deps): the whole service as a Fastify instance — plugins, routes and the one
+ * error handler — without listening and without reading process.env (src/server.ts does both).
+ */
+import { randomUUID } from 'node:crypto'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import multipart from '@fastify/multipart'
+import type { Config } from './config.js'
+import { errorHandler, ERR_NOT_FOUND } from './errors.js'
+import type { Segmenter } from './model/segmenter.js'
+import metricsPlugin, { type Metrics } from './plugins/metrics.js'
+import segmenterPlugin from './plugins/segmenter.js'
+import healthRoutes from './routes/health.js'
+import metricsRoutes from './routes/metrics.js'
+import openapiRoutes from './routes/openapi.js'
+import segmentRoutes from './routes/segment.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config
+    segmenter: Segmenter
+    metrics: Metrics
+    lifecycle: { closing: boolean }
+  }
+}
+
+export interface AppDeps {
+  /** A ready-made segmenter (tests); otherwise the model folder in config.modelPath is loaded. */
+  segmenter?: Segmenter
+  /** Fastify logger option or instance; default: no logging. */
+  logger?: FastifyServerOptions['logger']
+  loggerInstance?: FastifyServerOptions['loggerInstance']
+}
+
+export function buildApp (config: Config, deps: AppDeps = {}): FastifyInstance {
+  const app = Fastify({
+    ...(deps.loggerInstance !== undefined ? { loggerInstance: deps.loggerInstance } : { logger: deps.logger ?? false }),
+    requestIdHeader: 'x-request-id',
+    requestIdLogLabel: 'reqId',
+    genReqId: () => randomUUID(),
+    // Shutdown answers are ours (JSON, Retry-After), not Fastify's bare 503.
+    return503OnClosing: false,
+    // Non-multipart bodies are refused before parsing; this only bounds what might still be read.
+    bodyLimit: 1024 * 1024,
+  }) as unknown as FastifyInstance
+
+  app.decorate('config', config)
+  app.decorate('lifecycle', { closing: false })
+  app.addHook('preClose', async () => { app.lifecycle.closing = true })
+  app.addHook('onSend', async (request, reply) => { void reply.header('x-request-id', request.id) })
+
+  app.setErrorHandler(errorHandler)
+  app.setNotFoundHandler(async (request) => { throw ERR_NOT_FOUND(request.method, request.url.split('?')[0]) })
+
+  void app.register(multipart, {
+    limits: {
+      fileSize: config.maxImageBytes,
+      files: 1,
+      fields: config.maxExpressions + 2,
+      parts: config.maxExpressions + 4,
+      fieldSize: Math.max(1024, config.maxTextLength * 4),
+      fieldNameSize: 100,
+      headerPairs: 100,
+    },
+  })
+  void app.register(segmenterPlugin, { segmenter: deps.segmenter })
+  void app.register(metricsPlugin)
+  void app.register(healthRoutes)
+  void app.register(metricsRoutes)
+  void app.register(openapiRoutes)
+  void app.register(segmentRoutes)
+  return app
+}

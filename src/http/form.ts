@@ -1,0 +1,84 @@
+/**
+ * Reads the POST /segment multipart form: `image` (one file), `expression` (repeatable text)
+ * and `threshold` (optional number). Rejects early with coded errors; never buffers more than
+ * the configured limits.
+ */
+import type { FastifyRequest } from 'fastify'
+import { ERR_INVALID_FIELD, ERR_MISSING_FIELD, ERR_MULTIPART, expected, SegError } from '../errors.js'
+
+export interface SegmentForm {
+  image: Buffer
+  filename?: string
+  expressions: string[]
+  threshold?: number
+}
+
+export interface FormLimits {
+  maxExpressions: number
+  maxTextLength: number
+}
+
+export async function readSegmentForm (request: FastifyRequest, limits: FormLimits): Promise<SegmentForm> {
+  let image: Buffer | undefined
+  let filename: string | undefined
+  const expressions: string[] = []
+  let threshold: number | undefined
+  let sawThreshold = false
+
+  try {
+    for await (const part of request.parts()) {
+      if (part.type === 'file') {
+        if (part.fieldname !== 'image') {
+          part.file.resume()
+          throw ERR_INVALID_FIELD(expected('the file field image', 'a file upload', part.fieldname))
+        }
+        if (image !== undefined) throw ERR_INVALID_FIELD('Expected one file for image but received several')
+        image = await part.toBuffer()
+        filename = part.filename
+        continue
+      }
+      const value = typeof part.value === 'string' ? part.value : String(part.value)
+      if (part.valueTruncated) throw ERR_INVALID_FIELD(expected(`at most ${limits.maxTextLength} characters`, part.fieldname, value))
+      switch (part.fieldname) {
+        case 'expression':
+          expressions.push(checkExpression(value, expressions.length, limits))
+          break
+        case 'threshold':
+          if (sawThreshold) throw ERR_INVALID_FIELD('Expected one value for threshold but received several')
+          sawThreshold = true
+          threshold = parseThreshold(value)
+          break
+        case 'image':
+          throw ERR_INVALID_FIELD(expected('a file', 'image', 'a text field'))
+        default:
+          throw ERR_INVALID_FIELD(expected('one of image, expression, threshold', 'a form field', part.fieldname))
+      }
+    }
+  } catch (err) {
+    if (err instanceof SegError || (err as { code?: string }).code !== undefined) throw err
+    throw ERR_MULTIPART((err as Error).message)
+  }
+
+  if (image === undefined) throw ERR_MISSING_FIELD(expected('an image file', 'image', undefined))
+  if (image.length === 0) throw ERR_INVALID_FIELD(expected('a non-empty file', 'image', 'an empty file'))
+  if (expressions.length === 0) throw ERR_MISSING_FIELD(expected('at least one text field', 'expression', undefined))
+  return { image, filename, expressions, threshold }
+}
+
+function checkExpression (value: string, count: number, limits: FormLimits): string {
+  if (count >= limits.maxExpressions) {
+    throw ERR_INVALID_FIELD(`Expected at most ${limits.maxExpressions} values for expression but received more`)
+  }
+  if (value.trim() === '') throw ERR_INVALID_FIELD(expected('a non-empty text', 'expression', value))
+  if ([...value].length > limits.maxTextLength) {
+    throw ERR_INVALID_FIELD(expected(`at most ${limits.maxTextLength} characters`, 'expression', value))
+  }
+  return value
+}
+
+function parseThreshold (value: string): number {
+  const s = value.trim()
+  const n = Number(s)
+  if (s === '' || !Number.isFinite(n) || n < 0 || n > 1) throw ERR_INVALID_FIELD(expected('a number between 0 and 1', 'threshold', value))
+  return n
+}

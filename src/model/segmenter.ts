@@ -1,0 +1,255 @@
+/**
+ * The segmenter: one image + K expressions in, K masks out. It owns the request path below the
+ * route (design/LAYOUT.md):
+ *
+ *   tokenizer (reject expressions without a known word, 422)
+ *   → image/preprocess (decode, EXIF, letterbox — once per request)
+ *   → engine (worker pool: queue, batch, session.run, un-letterbox + threshold in the worker)
+ *   → PNG encoding of each mask
+ *
+ * `createSegmenter` takes an already-built engine so tests can drive the real pre- and
+ * post-processing with a fake runtime; `createSegmenterFromFolder` builds the real one.
+ */
+import path from 'node:path'
+import sharp from 'sharp'
+import { ERR_INVALID_FIELD, ERR_NO_KNOWN_WORDS, expected, SegError } from '../errors.js'
+import { decodeImage, letterbox } from '../image/preprocess.js'
+import { loadGolden, loadModelFolder, type Manifest, MODEL_INPUTS, MODEL_OUTPUTS } from './manifest.js'
+import { createWorkerPool, type Engine, type EngineLogger, type EngineStats } from './pool.js'
+import type { GoldenCheck } from './protocol.js'
+import { createTokenizer, type Token, type Tokenized } from './tokenizer.js'
+
+export interface SegmentRequest {
+  image: Buffer
+  expressions: string[]
+  /** Overrides model.json output.threshold. */
+  threshold?: number
+  /** Epoch ms. */
+  deadline: number
+  signal?: AbortSignal
+}
+
+export interface QueryResult {
+  confidence: number
+  /** One weight per real (non-pad) token. */
+  attention: number[]
+}
+
+export interface ExpressionResult {
+  expression: string
+  tokens: Token[]
+  /** 8-bit greyscale PNG, 255 on the object, at the image's size after EXIF rotation. */
+  png: Buffer
+  score: number
+  bbox: [number, number, number, number] | null
+  area: number
+  queries: QueryResult[]
+}
+
+export interface Timings {
+  decode: number
+  preprocess: number
+  queue: number
+  inference: number
+  postprocess: number
+  total: number
+}
+
+export interface SegmentResult {
+  model: { name: string, version: string, provider: string }
+  image: { width: number, height: number, format: string }
+  results: ExpressionResult[]
+  timings: Timings
+  batchSize: number
+}
+
+export interface ModelInfo {
+  name: string
+  version: string
+  preset?: string
+  inputSize: number
+  maskSize: number
+  maxWords: number
+  numQueries: number
+  threshold: number
+  vocabSize: number
+}
+
+export interface Segmenter {
+  readonly info: ModelInfo
+  /** Resolves when the engine is ready; rejects on a fatal start error (the server exits). */
+  readonly started: Promise<void>
+  isReady: () => boolean
+  provider: () => string
+  stats: () => EngineStats
+  tokenize: (text: string) => Tokenized
+  segment: (req: SegmentRequest) => Promise<SegmentResult>
+  /** Rows per session.run are reported here. */
+  onBatch: (fn: (rows: number) => void) => void
+  close: () => Promise<void>
+}
+
+export interface SegmenterOptions {
+  manifest: Manifest
+  vocab: string[]
+  engine: Engine
+  maxPixels: number
+}
+
+export function createSegmenter ({ manifest, vocab, engine, maxPixels }: SegmenterOptions): Segmenter {
+  const tokenizer = createTokenizer(vocab, { maxWords: manifest.maxWords, padId: manifest.vocab.padId, unkId: manifest.vocab.unkId })
+  const info: ModelInfo = {
+    name: manifest.name,
+    version: manifest.version,
+    preset: manifest.preset,
+    inputSize: manifest.input.size,
+    maskSize: manifest.maskSize,
+    maxWords: manifest.maxWords,
+    numQueries: manifest.numQueries,
+    threshold: manifest.threshold,
+    vocabSize: vocab.length,
+  }
+  const { maxWords, numQueries } = manifest
+
+  /** Every expression needs at least one known word among the L the model sees. */
+  function tokenizeAll (expressions: string[]): Tokenized[] {
+    const all = expressions.map((e) => tokenizer.tokenize(e))
+    const bad = all
+      .map((t, i) => ({ i, t }))
+      .filter(({ t }) => !t.tokens.some((tok) => tok.known))
+    if (bad.length > 0) {
+      const parts = bad.map(({ i, t }) => {
+        const which = expressions.length > 1 ? `expression ${i + 1}` : 'the expression'
+        return t.tokens.length === 0
+          ? `${which} has no words`
+          : `${which} has no known words (unknown: ${t.tokens.map((x) => x.text).join(', ')})`
+      })
+      throw new SegError(ERR_NO_KNOWN_WORDS.code, ERR_NO_KNOWN_WORDS.statusCode, `The model cannot read ${parts.join('; ')}`, {
+        details: { unknownWords: bad.map(({ i, t }) => ({ index: i, words: t.tokens.map((x) => x.text) })) },
+      })
+    }
+    return all
+  }
+
+  async function segment (req: SegmentRequest): Promise<SegmentResult> {
+    const t0 = performance.now()
+    const threshold = req.threshold ?? manifest.threshold
+    if (!(threshold >= 0 && threshold <= 1)) throw ERR_INVALID_FIELD(expected('a number between 0 and 1', 'threshold', threshold))
+    const tokenized = tokenizeAll(req.expressions)
+
+    const image = await decodeImage(req.image, { maxPixels })
+    const t1 = performance.now()
+    const { data, geometry } = await letterbox(image, manifest.input)
+    const t2 = performance.now()
+
+    const out = await engine.run(
+      { image: data, tokens: tokenized.map((t) => t.ids), geometry, threshold },
+      { deadline: req.deadline, signal: req.signal },
+    )
+    const t3 = performance.now()
+
+    const results = await Promise.all(out.rows.map(async (row, k): Promise<ExpressionResult> => {
+      const n = tokenized[k].tokens.length
+      const queries: QueryResult[] = []
+      for (let q = 0; q < numQueries; q++) {
+        queries.push({
+          confidence: row.confidence[q],
+          attention: Array.from(row.attention.subarray(q * maxWords, q * maxWords + n)),
+        })
+      }
+      const png = await sharp(row.mask, { raw: { width: geometry.width, height: geometry.height, channels: 1 } })
+        .toColourspace('b-w') // one 8-bit grey channel, not sRGB
+        .png({ compressionLevel: 6 })
+        .toBuffer()
+      return {
+        expression: req.expressions[k],
+        tokens: tokenized[k].tokens,
+        png,
+        score: row.score,
+        bbox: row.bbox,
+        area: row.area,
+        queries,
+      }
+    }))
+    const t4 = performance.now()
+    return {
+      model: { name: manifest.name, version: manifest.version, provider: engine.provider() },
+      image: { width: geometry.width, height: geometry.height, format: image.format },
+      results,
+      timings: {
+        decode: t1 - t0,
+        preprocess: t2 - t1,
+        queue: out.queueMs,
+        inference: out.inferenceMs,
+        postprocess: out.postprocessMs + (t4 - t3),
+        total: t4 - t0,
+      },
+      batchSize: out.batchSize,
+    }
+  }
+
+  return {
+    info,
+    started: engine.started,
+    isReady: engine.isReady,
+    provider: engine.provider,
+    stats: engine.stats,
+    tokenize: tokenizer.tokenize,
+    segment,
+    onBatch: (fn) => { engine.onBatch = fn },
+    close: engine.close,
+  }
+}
+
+export interface FolderOptions {
+  modelPath: string
+  executionProviders: string[]
+  requireGpu: boolean
+  workers: number
+  threadsPerWorker: number
+  maxBatch: number
+  maxBatchWaitMs: number
+  queueSize: number
+  maxImagePixels: number
+  logger: EngineLogger
+  /** Tests: a different worker script. */
+  workerUrl?: URL
+}
+
+/** Load and verify the model folder, then start the worker pool (which runs the golden case). */
+export async function createSegmenterFromFolder (opts: FolderOptions): Promise<Segmenter> {
+  const { manifest, vocab, modelFile } = await loadModelFolder(opts.modelPath)
+  const golden = await loadGolden(manifest)
+  let goldenCheck: GoldenCheck | undefined
+  if (golden !== undefined) {
+    goldenCheck = {
+      input: golden.input,
+      tokens: golden.case.tokens,
+      outputs: golden.outputs,
+      atol: golden.case.tolerance?.atol ?? 1e-3,
+      rtol: golden.case.tolerance?.rtol ?? 0,
+    }
+  }
+  const engine = createWorkerPool({
+    init: {
+      modelFile: path.resolve(modelFile),
+      inputNames: [...MODEL_INPUTS],
+      outputNames: [...MODEL_OUTPUTS],
+      executionProviders: opts.executionProviders,
+      requireGpu: opts.requireGpu,
+      threads: opts.threadsPerWorker,
+      size: manifest.input.size,
+      maskSize: manifest.maskSize,
+      maxWords: manifest.maxWords,
+      numQueries: manifest.numQueries,
+      golden: goldenCheck,
+    },
+    workers: opts.workers,
+    maxBatch: opts.maxBatch,
+    maxBatchWaitMs: opts.maxBatchWaitMs,
+    queueSize: opts.queueSize,
+    logger: opts.logger,
+    workerUrl: opts.workerUrl,
+  })
+  return createSegmenter({ manifest, vocab, engine, maxPixels: opts.maxImagePixels })
+}

@@ -1,0 +1,125 @@
+/**
+ * Prometheus metrics (prom-client, one registry per app): request count and latency by route
+ * and status, per-stage durations, queue depth, batch sizes, workers, provider and model info.
+ */
+import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { Timings } from '../model/segmenter.js'
+
+export interface Metrics {
+  registry: Registry
+  observeStages: (timings: Timings) => void
+}
+
+export default fp(async (app: FastifyInstance) => {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'vlt_' })
+  const { segmenter } = app
+
+  const requests = new Counter({
+    name: 'vlt_http_requests_total',
+    help: 'HTTP requests by route and status',
+    labelNames: ['method', 'route', 'status_code'] as const,
+    registers: [registry],
+  })
+  const latency = new Histogram({
+    name: 'vlt_http_request_duration_seconds',
+    help: 'HTTP request latency by route and status',
+    labelNames: ['method', 'route', 'status_code'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  })
+  const stages = new Histogram({
+    name: 'vlt_segment_stage_duration_seconds',
+    help: 'Duration of each /segment stage (decode, preprocess, queue, inference, postprocess, total)',
+    labelNames: ['stage'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  })
+  const batches = new Histogram({
+    name: 'vlt_inference_batch_size',
+    help: 'Rows (expressions) per session.run',
+    buckets: [1, 2, 4, 8, 16, 32, 64],
+    registers: [registry],
+  })
+  segmenter.onBatch((rows) => batches.observe(rows))
+
+  new Gauge({
+    name: 'vlt_inference_queue_depth',
+    help: 'Requests waiting for an inference worker',
+    registers: [registry],
+    collect () { this.set(segmenter.stats().queueDepth) },
+  })
+  new Gauge({
+    name: 'vlt_inference_workers',
+    help: 'Inference workers by state (configured, live, busy)',
+    labelNames: ['state'] as const,
+    registers: [registry],
+    collect () {
+      const s = segmenter.stats()
+      this.set({ state: 'configured' }, s.workers)
+      this.set({ state: 'live' }, s.liveWorkers)
+      this.set({ state: 'busy' }, s.busyWorkers)
+    },
+  })
+  new Gauge({
+    name: 'vlt_inference_worker_restarts',
+    help: 'Inference workers replaced after a crash since start',
+    registers: [registry],
+    collect () { this.set(segmenter.stats().restarts) },
+  })
+  new Gauge({
+    name: 'vlt_execution_provider',
+    help: 'The ONNX Runtime execution provider in use (value 1)',
+    labelNames: ['provider'] as const,
+    registers: [registry],
+    collect () {
+      this.reset()
+      this.set({ provider: segmenter.provider() }, 1)
+    },
+  })
+  new Gauge({
+    name: 'vlt_ready',
+    help: '1 when /readyz answers 200',
+    registers: [registry],
+    collect () { this.set(segmenter.isReady() && !app.lifecycle.closing ? 1 : 0) },
+  })
+  const { info } = segmenter
+  new Gauge({
+    name: 'vlt_model_info',
+    help: 'The served model (value 1)',
+    labelNames: ['name', 'version', 'preset', 'provider', 'input_size', 'max_words', 'num_queries'] as const,
+    registers: [registry],
+    collect () {
+      this.reset()
+      this.set({
+        name: info.name,
+        version: info.version,
+        preset: info.preset ?? '',
+        provider: segmenter.provider(),
+        input_size: String(info.inputSize),
+        max_words: String(info.maxWords),
+        num_queries: String(info.numQueries),
+      }, 1)
+    },
+  })
+
+  app.addHook('onResponse', async (request, reply) => {
+    const labels = {
+      method: request.method,
+      route: request.routeOptions.url ?? 'not_found',
+      status_code: String(reply.statusCode),
+    }
+    requests.inc(labels)
+    latency.observe(labels, reply.elapsedTime / 1000)
+  })
+
+  const metrics: Metrics = {
+    registry,
+    observeStages (t) {
+      for (const [stage, ms] of Object.entries(t)) stages.observe({ stage }, ms / 1000)
+    },
+  }
+  app.decorate('metrics', metrics)
+}, { name: 'metrics', dependencies: ['segmenter'] })

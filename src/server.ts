@@ -1,0 +1,58 @@
+/**
+ * The process entry point: the only file that reads the environment, listens and handles
+ * signals. SIGTERM/SIGINT turn /readyz to 503 at once, let accepted requests finish (up to
+ * SHUTDOWN_GRACE_MS) and exit 0.
+ */
+import closeWithGrace from 'close-with-grace'
+import { buildApp } from './app.js'
+import { ConfigError, loadConfig, type Config } from './config.js'
+
+async function main (): Promise<void> {
+  let config: Config
+  try {
+    config = loadConfig(process.env)
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`configuration error: ${err.message}\n`)
+      process.exit(2)
+    }
+    throw err
+  }
+
+  const app = buildApp(config, {
+    logger: {
+      level: config.logLevel,
+      redact: ['req.headers.authorization', 'req.headers.cookie', 'req.headers["x-api-key"]'],
+    },
+  })
+
+  closeWithGrace({ delay: config.shutdownGraceMs, logger: app.log }, async ({ signal, err }) => {
+    if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
+    else app.log.info({ signal }, 'shutting down')
+    await app.close()
+  })
+
+  try {
+    await app.listen({ host: config.host, port: config.port })
+  } catch (err) {
+    app.log.fatal({ err: { message: (err as Error).message } }, 'could not start')
+    process.exit(1)
+  }
+  app.log.info({
+    model: `${app.segmenter.info.name}@${app.segmenter.info.version}`,
+    workers: config.workers,
+    threadsPerWorker: config.threadsPerWorker,
+    executionProviders: config.executionProviders,
+  }, 'listening; loading the model in the workers')
+
+  try {
+    await app.segmenter.started
+    app.log.info({ provider: app.segmenter.provider() }, 'ready')
+  } catch (err) {
+    app.log.fatal({ reason: (err as Error).message }, 'the model could not be started')
+    await app.close().catch(() => {})
+    process.exit(1)
+  }
+}
+
+void main()

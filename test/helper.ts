@@ -1,0 +1,108 @@
+/**
+ * Test helpers: build the real app around the fake model (real tokenizer, pre- and
+ * post-processing, worker pool and routes; a deterministic fake in place of ONNX Runtime),
+ * multipart bodies, and small generated images.
+ */
+import type { Test } from 'tap'
+import sharp from 'sharp'
+import type { FastifyInstance } from 'fastify'
+import { buildApp } from '../src/app.js'
+import { type Config, defaultConfig } from '../src/config.js'
+import { parseManifest } from '../src/model/manifest.js'
+import { createWorkerPool, type Engine, type EngineLogger } from '../src/model/pool.js'
+import { MODEL_INPUTS, MODEL_OUTPUTS } from '../src/model/manifest.js'
+import { createSegmenter, type Segmenter } from '../src/model/segmenter.js'
+import { FAKE_VOCAB, fakeModelJson } from './fixtures/fake-model.js'
+
+export const FAKE_WORKER = new URL('./fixtures/fake-worker.ts', import.meta.url)
+
+export const silentLogger: EngineLogger = { info () {}, warn () {}, error () {} }
+
+export interface FakeOptions {
+  config?: Partial<Config>
+  /** Extra workerData for the fake worker (e.g. failStart). */
+  workerData?: Record<string, unknown>
+  logger?: EngineLogger
+}
+
+export function fakePool (config: Config, opts: FakeOptions = {}): Engine {
+  const manifest = parseManifest(fakeModelJson(), '/nonexistent')
+  return createWorkerPool({
+    init: {
+      modelFile: '/nonexistent/model.onnx',
+      inputNames: [...MODEL_INPUTS],
+      outputNames: [...MODEL_OUTPUTS],
+      executionProviders: ['cpu'],
+      requireGpu: false,
+      threads: 1,
+      size: manifest.input.size,
+      maskSize: manifest.maskSize,
+      maxWords: manifest.maxWords,
+      numQueries: manifest.numQueries,
+      ...opts.workerData,
+    },
+    workers: config.workers,
+    maxBatch: config.maxBatch,
+    maxBatchWaitMs: config.maxBatchWaitMs,
+    queueSize: config.queueSize,
+    logger: opts.logger ?? silentLogger,
+    workerUrl: FAKE_WORKER,
+    restartDelayMs: 50,
+  })
+}
+
+export function fakeSegmenter (config: Config, opts: FakeOptions = {}): Segmenter {
+  const manifest = parseManifest(fakeModelJson(), '/nonexistent')
+  return createSegmenter({ manifest, vocab: FAKE_VOCAB, engine: fakePool(config, opts), maxPixels: config.maxImagePixels })
+}
+
+export const testConfig = (overrides: Partial<Config> = {}): Config =>
+  defaultConfig({ workers: 1, threadsPerWorker: 1, maxBatchWaitMs: 0, logLevel: 'silent', ...overrides })
+
+/** The app around the fake model, ready (workers started), closed on teardown. */
+export async function build (t: Test, opts: FakeOptions & { wait?: boolean } = {}): Promise<FastifyInstance> {
+  const config = testConfig(opts.config)
+  const segmenter = fakeSegmenter(config, opts)
+  const app = buildApp(config, { segmenter })
+  t.teardown(() => app.close())
+  await app.ready()
+  if (opts.wait !== false) await segmenter.started
+  return app
+}
+
+export interface FormFields {
+  image?: Buffer | { data: Buffer, filename?: string, type?: string }
+  expression?: string | string[]
+  threshold?: string
+  extra?: Array<[string, string]>
+}
+
+export function form (fields: FormFields): FormData {
+  const fd = new FormData()
+  if (fields.image !== undefined) {
+    const img = Buffer.isBuffer(fields.image) ? { data: fields.image } : fields.image
+    fd.append('image', new Blob([new Uint8Array(img.data)], { type: img.type ?? 'application/octet-stream' }), img.filename ?? 'image.png')
+  }
+  const exprs = fields.expression === undefined ? [] : Array.isArray(fields.expression) ? fields.expression : [fields.expression]
+  for (const e of exprs) fd.append('expression', e)
+  if (fields.threshold !== undefined) fd.append('threshold', fields.threshold)
+  for (const [k, v] of fields.extra ?? []) fd.append(k, v)
+  return fd
+}
+
+/** A black image with a white rectangle: the fake model segments the rectangle. */
+export async function rectImage (width: number, height: number, rect: { x: number, y: number, w: number, h: number }, format: 'png' | 'jpeg' = 'png'): Promise<Buffer> {
+  const raw = Buffer.alloc(width * height * 3)
+  for (let y = rect.y; y < rect.y + rect.h; y++) {
+    for (let x = rect.x; x < rect.x + rect.w; x++) raw.fill(255, (y * width + x) * 3, (y * width + x) * 3 + 3)
+  }
+  const img = sharp(raw, { raw: { width, height, channels: 3 } })
+  return format === 'png' ? await img.png().toBuffer() : await img.jpeg({ quality: 95 }).toBuffer()
+}
+
+/** Decode a mask PNG to { width, height, channels, data }. */
+export async function readMask (png: Buffer): Promise<{ width: number, height: number, channels: number, data: Buffer }> {
+  const meta = await sharp(png).metadata()
+  const { data, info } = await sharp(png).toColourspace('b-w').raw().toBuffer({ resolveWithObject: true })
+  return { width: info.width, height: info.height, channels: meta.channels ?? 0, data }
+}
