@@ -36,7 +36,6 @@ export function buildApp (config: Config, deps: AppDeps = {}): FastifyInstance {
   const app = Fastify({
     ...(deps.loggerInstance !== undefined ? { loggerInstance: deps.loggerInstance } : { logger: deps.logger ?? false }),
     requestIdHeader: 'x-request-id',
-    requestIdLogLabel: 'reqId',
     genReqId: () => randomUUID(),
     // Shutdown answers are ours (JSON, Retry-After), not Fastify's bare 503.
     return503OnClosing: false,
