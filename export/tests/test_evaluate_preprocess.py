@@ -1,0 +1,64 @@
+"""Letterbox geometry, the VLT evaluation protocol and the metrics."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from export.evaluate import evaluate_set, iou, summarise
+from export.preprocess import Letterbox, binary_mask, letterbox_image, letterbox_mask, mask_probabilities
+
+
+def test_letterbox_geometry_matches_the_spec():
+    box = Letterbox.fit(320, 256, 224)  # scale = min(224/320, 224/256) = 0.7
+    assert (box.nw, box.nh, box.dx, box.dy) == (224, 179, 0, 22)
+    x, box2 = letterbox_image(Image.new("RGB", (320, 256), (255, 0, 0)), 224)
+    assert x.shape == (3, 224, 224) and box2 == box
+    assert np.allclose(x[:, :22], 0.5) and np.allclose(x[:, 22 + 179 :], 0.5)  # the pad value
+    assert np.allclose(x[0, 22 : 22 + 179], 1.0) and np.allclose(x[1, 22 : 22 + 179], 0.0)
+
+
+def test_mask_round_trip_through_the_protocol():
+    mask = np.zeros((256, 320), np.uint8)
+    mask[100:180, 60:200] = 1
+    box = Letterbox.fit(320, 256, 224)
+    target = letterbox_mask(mask, box, 112)
+    assert target.shape == (112, 112) and 0 <= target.min() and target.max() <= 1
+    logits = np.where(target > 0.5, 10.0, -10.0).astype(np.float32)
+    pred = binary_mask(logits, box)
+    assert pred.shape == mask.shape
+    i, u = iou(pred, mask.astype(bool))
+    assert i / u > 0.95
+    probs = mask_probabilities(logits, box)
+    assert probs.shape == (256, 320) and probs.max() <= 1
+
+
+def test_metrics():
+    records = [("attr", 50, 100), ("attr", 90, 100), ("relation", 0, 100), ("relation", 0, 0)]
+    m = summarise(records)
+    assert m["overall"]["n"] == 4
+    assert m["overall"]["mIoU"] == pytest.approx(100 * (0.5 + 0.9 + 0 + 1) / 4)
+    assert m["overall"]["oIoU"] == pytest.approx(100 * 140 / 300)
+    assert m["attr"]["Prec@0.5"] == 100 and m["attr"]["Prec@0.9"] == 50
+    assert m["relation"]["mIoU"] == pytest.approx(50)
+
+
+def test_evaluate_set_scores_a_perfect_predictor(tmp_path):
+    from export.data.refshapes import write_set
+    from export.vlt.tokenizer import PAD, UNK, Tokenizer
+    import json
+
+    write_set(tmp_path, seed=3, num_expressions=6)
+    rows = [json.loads(r) for r in (tmp_path / "annotations.jsonl").read_text().splitlines()]
+    masks = {r["expression"]: np.asarray(Image.open(tmp_path / r["mask"])) > 127 for r in rows}
+    words = sorted({w for r in rows for w in r["expression"].split()})
+    tok = Tokenizer([PAD, UNK] + words, 15)
+    by_tokens = {tuple(tok.encode(e)): m for e, m in masks.items()}
+
+    def oracle(images, tokens):  # returns logits of the true mask, letterboxed like the model's
+        box = Letterbox.fit(256, 256, 128)
+        return np.stack([np.where(letterbox_mask(by_tokens[tuple(t)].astype(np.uint8), box, 64) > 0.5, 20.0, -20.0)[None]
+                         for t in tokens.tolist()]).astype(np.float32)
+
+    m = evaluate_set(oracle, data=tmp_path, tokenizer=tok, image_size=128, batch_size=4)
+    assert m["overall"]["n"] == 6
+    assert m["overall"]["mIoU"] > 85  # limited only by the 64 x 64 logit grid

@@ -1,0 +1,98 @@
+"""ONNX export + onnxruntime parity on a small model, and the training entry point (incl. resume)."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from export.engine import save_checkpoint
+from export.tests.conftest import micro_config
+from export.vlt import build_vlt
+from export.vlt.tokenizer import PAD, UNK
+
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from export.data.refshapes import WORDS
+    from export.export_onnx import run_export
+
+    tmp = tmp_path_factory.mktemp("export")
+    vocab = [PAD, UNK] + list(WORDS)
+    cfg = micro_config(vocab_size=len(vocab), max_words=15, image_size=96)
+    torch.manual_seed(0)
+    model = build_vlt(cfg)
+    model.language_encoder.embedding.load_vectors(torch.randn(len(vocab), cfg.word_dim))
+    save_checkpoint(tmp / "ckpt.pt", model=model.state_dict(), model_ema=None, config=cfg.to_dict(), vocab=vocab,
+                    vocab_info={"source": "random (test)"}, step=0, args={"preset": "micro"})
+    out = tmp / "model"
+    manifest = run_export(checkpoint=tmp / "ckpt.pt", out=out, name="test-model", version="0.0.0")
+    return out, manifest, model
+
+
+def test_export_writes_the_contract(exported):
+    out, manifest, _ = exported
+    for f in ["model.onnx", "image_encoder.onnx", "head.onnx", "model.json", "vocab.txt", "golden.json",
+              "golden.png", "golden_input.f32", "golden_mask_logits.f32", "golden_mask.png"]:
+        assert (out / f).exists(), f
+    m = json.loads((out / "model.json").read_text())
+    assert m["onnx"]["inputs"] == ["image", "tokens"]
+    assert m["onnx"]["outputs"] == ["mask_logits", "query_confidence", "word_attention"]
+    assert m["input"]["size"] == 96 and m["output"]["threshold"] == 0.35 and m["max_words"] == 15
+    from export.export_onnx import sha256
+
+    assert m["onnx"]["sha256"] == sha256(out / "model.onnx")
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["image", "tokens"]
+    assert sess.get_inputs()[1].type == "tensor(int64)"
+    assert isinstance(sess.get_inputs()[0].shape[0], str), "batch must be a dynamic axis"
+
+
+def test_onnxruntime_matches_pytorch_on_two_batch_sizes(exported):
+    out, _, model = exported
+    from export.export_onnx import check_parity
+
+    report = check_parity(model.eval(), out, batch_sizes=(1, 4), seed=1)
+    assert max(report.values()) <= 1e-4, report
+
+
+def test_golden_case_reproduces(exported):
+    out, _, _ = exported
+    golden = json.loads((out / "golden.json").read_text())
+    x = np.fromfile(out / golden["input"]["file"], dtype="<f4").reshape(golden["input"]["shape"])
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits, conf, attn = sess.run(None, {"image": x, "tokens": np.asarray([golden["tokens"]], dtype=np.int64)})
+    ref = np.fromfile(out / golden["outputs"]["mask_logits"]["file"], dtype="<f4").reshape(logits.shape)
+    assert np.abs(logits - ref).max() < 1e-4
+    assert np.abs(conf - np.asarray(golden["outputs"]["query_confidence"]["data"])).max() < 1e-5
+
+
+def test_parity_check_fails_loudly_on_a_mismatch(exported):
+    out, _, model = exported
+    from export.export_onnx import check_parity
+
+    broken = build_vlt(micro_config(vocab_size=model.language_encoder.embedding.table.shape[0], max_words=15,
+                                    image_size=96)).eval()
+    with pytest.raises(AssertionError, match="ONNX parity failed"):
+        check_parity(broken, out)
+
+
+def test_training_runs_checkpoints_and_resumes(tmp_path):
+    from export.train import get_args_parser, main
+
+    parser = argparse.ArgumentParser(parents=[get_args_parser()])
+    common = ["--preset", "tiny", "--image-size", "64", "--out", str(tmp_path), "--batch-size", "2",
+              "--steps", "4", "--log-every", "1", "--eval-every", "3", "--monitor-size", "4", "--workers", "0",
+              "--vocab-top-n", "100"]
+    main(parser.parse_args(common + ["--max-minutes", "0"]))
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 4 and set(ckpt) >= {"model", "model_ema", "optimizer", "step", "config", "vocab"}
+    main(parser.parse_args(common[:-8] + ["--steps", "6", "--resume", "--log-every", "1", "--eval-every", "100",
+                                          "--monitor-size", "4", "--workers", "0", "--vocab-top-n", "100"]))
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 6
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert any("monitor" in row for row in log) and log[-1]["step"] == 6
