@@ -46,7 +46,11 @@ export function buildApp (config: Config, deps: AppDeps = {}): FastifyInstance {
   app.decorate('config', config)
   app.decorate('lifecycle', { closing: false })
   app.addHook('preClose', async () => { app.lifecycle.closing = true })
-  app.addHook('onSend', async (request, reply) => { void reply.header('x-request-id', request.id) })
+  app.addHook('onSend', async (request, reply) => {
+    void reply.header('x-request-id', request.id)
+    // While shutting down, do not keep connections open for more requests.
+    if (app.lifecycle.closing) void reply.header('connection', 'close')
+  })
 
   app.setErrorHandler(errorHandler)
   app.setNotFoundHandler(async (request) => { throw ERR_NOT_FOUND(request.method, request.url.split('?')[0]) })

@@ -1,0 +1,84 @@
+/** openapi.yaml and the running app cannot drift: real responses are validated against it. */
+import t, { type Test } from 'tap'
+import type { FastifyInstance } from 'fastify'
+import { build, form, type FormFields, rectImage } from './helper.js'
+import { checkResponse, checkSegmentForm, spec } from './openapi-validator.js'
+
+const img = await rectImage(40, 30, { x: 4, y: 4, w: 10, h: 10 })
+
+t.test('openapi.yaml is OpenAPI 3.x and lists every route', async (t) => {
+  t.match(spec.openapi, /^3\./)
+  t.strictSame(Object.keys(spec.paths).sort(), ['/healthz', '/metrics', '/openapi.yaml', '/readyz', '/segment'])
+  t.strictSame(Object.keys(spec.paths['/segment'].post.responses).sort(), ['200', '400', '406', '413', '415', '422', '500', '503', '504'])
+})
+
+t.test('GET /openapi.yaml serves the file', async (t) => {
+  const app = await build(t, { wait: false })
+  const res = await app.inject('/openapi.yaml')
+  t.equal(res.statusCode, 200)
+  t.match(res.headers['content-type'], /^application\/yaml/)
+  t.match(res.payload, /^openapi: 3\./)
+  t.strictSame(checkResponse('GET', '/openapi.yaml', res), [])
+})
+
+async function segment (t: Test, app: FastifyInstance, fields: FormFields & { expression?: string | string[] }, headers: Record<string, string> = {}, expectValidRequest?: boolean) {
+  const requestProblems = checkSegmentForm({ image: fields.image, expression: fields.expression, threshold: fields.threshold, ...Object.fromEntries(fields.extra ?? []) })
+  if (expectValidRequest !== undefined) t.equal(requestProblems.length === 0, expectValidRequest, `request ${expectValidRequest ? 'conforms' : 'does not conform'} to the request schema ${requestProblems.join('; ')}`)
+  const res = await app.inject({ method: 'POST', url: '/segment', payload: form(fields), headers })
+  t.strictSame(checkResponse('POST', '/segment', res), [], `response ${res.statusCode} conforms`)
+  return res
+}
+
+t.test('POST /segment responses conform, for every status code', async (t) => {
+  const app = await build(t, { config: { maxImageBytes: 32 * 1024, requestTimeoutMs: 200, queueSize: 0, maxBatch: 1 } })
+  const cases: Array<[string, FormFields, Record<string, string>, number, boolean]> = [
+    ['JSON', { image: img, expression: 'the white square' }, {}, 200, true],
+    ['JSON, two expressions + threshold', { image: img, expression: ['the white square', 'left one'], threshold: '0.5' }, {}, 200, true],
+    ['empty mask', { image: img, expression: 'the square', threshold: '1' }, {}, 200, true],
+    ['PNG', { image: img, expression: 'the white square' }, { accept: 'image/png' }, 200, true],
+    ['missing image', { expression: 'the' }, {}, 400, false],
+    ['missing expression', { image: img }, {}, 400, false],
+    ['unknown field', { image: img, expression: 'the', extra: [['colour', 'red']] }, {}, 400, false],
+    ['bad threshold', { image: img, expression: 'the', threshold: '2' }, {}, 400, false],
+    ['406', { image: img, expression: 'the' }, { accept: 'text/html' }, 406, true],
+    ['413', { image: Buffer.alloc(40 * 1024), expression: 'the' }, {}, 413, true],
+    ['415', { image: Buffer.from('not an image at all'), expression: 'the' }, {}, 415, true],
+    ['422', { image: img, expression: 'gibberish words' }, {}, 422, true],
+    ['504', { image: img, expression: 'slow' }, {}, 504, true],
+  ]
+  for (const [name, fields, headers, status, validRequest] of cases) {
+    const res = await segment(t, app, fields, headers, validRequest)
+    t.equal(res.statusCode, status, name)
+  }
+  // 503: a full queue (the worker is still sleeping on the 504 case's 'slow').
+  const busy = app.inject({ method: 'POST', url: '/segment', payload: form({ image: img, expression: 'slow' }) })
+  await new Promise((resolve) => setTimeout(resolve, 30))
+  const full = await segment(t, app, { image: img, expression: 'the' })
+  t.equal(full.statusCode, 503)
+  await busy
+})
+
+t.test('health, readiness and metrics responses conform', async (t) => {
+  const app = await build(t, { wait: false })
+  const starting = await app.inject('/readyz')
+  t.equal(starting.statusCode, 503)
+  t.strictSame(checkResponse('GET', '/readyz', starting), [])
+  await app.segmenter.started
+  for (const path of ['/healthz', '/readyz', '/metrics']) {
+    const res = await app.inject(path)
+    t.equal(res.statusCode, 200)
+    t.strictSame(checkResponse('GET', path, res), [], path)
+  }
+})
+
+t.test('the validator catches drift', async (t) => {
+  const fake = (statusCode: number, body: unknown, headers: Record<string, string> = {}) => ({
+    statusCode,
+    headers: { 'content-type': 'application/json', 'x-request-id': 'r', ...headers },
+    json: () => body,
+  }) as never
+  t.not(checkResponse('POST', '/segment', fake(418, {})).length, 0, 'undeclared status')
+  t.not(checkResponse('POST', '/segment', fake(400, { error: { code: 'SEG_ERR_NEW', message: 'x' } })).length, 0, 'unknown error code')
+  t.not(checkResponse('GET', '/healthz', fake(200, { status: 'ok' })).length, 0, 'missing field')
+  t.not(checkResponse('POST', '/segment', fake(503, { error: { code: 'SEG_ERR_QUEUE_FULL', message: 'x' } })).length, 0, 'missing Retry-After')
+})
