@@ -41,6 +41,8 @@ export type InferenceJob = Omit<RunJob, 'id'>
 export interface RunOptions {
   /** Epoch ms after which the answer is useless (504). */
   deadline: number
+  /** The whole time budget (for the 504 message); default: the time left at submission. */
+  timeoutMs?: number
   /** Aborted when the client disconnects. */
   signal?: AbortSignal
 }
@@ -286,7 +288,7 @@ export function createWorkerPool (opts: PoolOptions): Engine {
       }
       const onDeadline = (): void => {
         removeQueued(p)
-        settle(p, () => p.reject(ERR_DEADLINE(Math.round(timeLeft))))
+        settle(p, () => p.reject(ERR_DEADLINE(Math.round(ro.timeoutMs ?? timeLeft))))
         checkDrained()
       }
       const onAbort = (): void => {

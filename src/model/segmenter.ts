@@ -26,6 +26,8 @@ export interface SegmentRequest {
   threshold?: number
   /** Epoch ms. */
   deadline: number
+  /** The request's whole time budget, for the 504 message. */
+  timeoutMs?: number
   signal?: AbortSignal
 }
 
@@ -121,10 +123,11 @@ export function createSegmenter ({ manifest, vocab, engine, maxPixels }: Segment
       const parts = bad.map(({ i, t }) => {
         const which = expressions.length > 1 ? `expression ${i + 1}` : 'the expression'
         return t.tokens.length === 0
-          ? `${which} has no words`
-          : `${which} has no known words (unknown: ${t.tokens.map((x) => x.text).join(', ')})`
+          ? `${which} has no words (only punctuation or symbols)`
+          : `${which} has no word the model knows (unknown: ${t.tokens.map((x) => x.text).join(', ')})`
       })
-      throw new SegError(ERR_NO_KNOWN_WORDS.code, ERR_NO_KNOWN_WORDS.statusCode, `The model cannot read ${parts.join('; ')}`, {
+      const message = parts.join('; ')
+      throw new SegError(ERR_NO_KNOWN_WORDS.code, ERR_NO_KNOWN_WORDS.statusCode, message.charAt(0).toUpperCase() + message.slice(1), {
         details: { unknownWords: bad.map(({ i, t }) => ({ index: i, words: t.tokens.map((x) => x.text) })) },
       })
     }
@@ -144,7 +147,7 @@ export function createSegmenter ({ manifest, vocab, engine, maxPixels }: Segment
 
     const out = await engine.run(
       { image: data, tokens: tokenized.map((t) => t.ids), geometry, threshold },
-      { deadline: req.deadline, signal: req.signal },
+      { deadline: req.deadline, timeoutMs: req.timeoutMs, signal: req.signal },
     )
     const t3 = performance.now()
 

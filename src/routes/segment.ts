@@ -27,7 +27,7 @@ export default async function segmentRoutes (app: FastifyInstance): Promise<void
     if (rep === undefined) throw ERR_NOT_ACCEPTABLE(`Expected one expression for Accept: image/png but received ${form.expressions.length}; ask for application/json`)
 
     const deadline = Date.now() - reply.elapsedTime + config.requestTimeoutMs
-    const result = await segmenter.segment({ image: form.image, expressions: form.expressions, threshold: form.threshold, deadline, signal: disconnectSignal(request, reply) })
+    const result = await segmenter.segment({ image: form.image, expressions: form.expressions, threshold: form.threshold, deadline, timeoutMs: config.requestTimeoutMs, signal: disconnectSignal(request, reply) })
     metrics.observeStages(result.timings)
     request.log.info({
       width: result.image.width, height: result.image.height, format: result.image.format, expressions: form.expressions.length,

@@ -1,9 +1,10 @@
 /** EXIF orientation helpers for tests: store a picture so that orientation k displays it upright. */
 import sharp from 'sharp'
+import type { Sharp } from 'sharp'
 
 export interface RawImage { data: Buffer, width: number, height: number, channels: 3 }
 
-async function op (img: RawImage, f: (s: sharp.Sharp) => sharp.Sharp): Promise<RawImage> {
+async function op (img: RawImage, f: (s: Sharp) => Sharp): Promise<RawImage> {
   const { data, info } = await f(sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } })).raw().toBuffer({ resolveWithObject: true })
   return { data, width: info.width, height: info.height, channels: 3 }
 }

@@ -126,7 +126,7 @@ if (!existsSync(path.join(MODEL_DIR, 'model.onnx'))) {
     const dir = editedFolder((m) => { m.onnx.sha256 = 'f'.repeat(64) })
     await t.rejects(loadModelFolder(dir), { name: 'ManifestError', message: /sha256 .* does not match model.json/ })
     const app = buildApp(testConfig({ modelPath: dir }))
-    await t.rejects(app.ready(), ManifestError)
+    await t.rejects(async () => { await app.ready() }, ManifestError)
   })
 
   t.test('EXPECTED FAILURE - input/output names other than the contract refuse to start', async (t) => {
