@@ -13,6 +13,7 @@ import segmenterPlugin from './plugins/segmenter.js'
 import healthRoutes from './routes/health.js'
 import metricsRoutes from './routes/metrics.js'
 import openapiRoutes from './routes/openapi.js'
+import pageRoutes from './routes/page.js'
 import segmentRoutes from './routes/segment.js'
 
 declare module 'fastify' {
@@ -72,5 +73,6 @@ export function buildApp (config: Config, deps: AppDeps = {}): FastifyInstance {
   void app.register(metricsRoutes)
   void app.register(openapiRoutes)
   void app.register(segmentRoutes)
+  void app.register(pageRoutes)
   return app
 }

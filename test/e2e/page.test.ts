@@ -1,0 +1,220 @@
+/**
+ * The try-it page (GET /) in headless Chromium against the real app and model: upload an image,
+ * type a phrase, press Enter; the drawn mask must equal POST /segment's mask for the same
+ * request, the query panel must list the model's Nq queries, and every kind of error shows the
+ * API's message.
+ *
+ * Needs Debian's chromium (`apt-get install -y chromium`) and models/vlt-refshapes; skipped, with
+ * the reason, without either. Screenshots go to test/e2e/output/; docs/page.png is written when
+ * it is missing or when UPDATE_DOCS_SCREENSHOT=1.
+ */
+import t from 'tap'
+import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { FastifyInstance } from 'fastify'
+import type { Browser, Page } from 'playwright-core'
+import { buildApp } from '../../src/app.js'
+import { form, readMask, testConfig } from '../helper.js'
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
+const CHROMIUM = '/usr/bin/chromium'
+const MODEL_DIR = path.join(ROOT, 'models', 'vlt-refshapes')
+const OUTPUT = path.join(ROOT, 'test', 'e2e', 'output')
+const DOCS_SHOT = path.join(ROOT, 'docs', 'page.png')
+const EXAMPLES = path.join(ROOT, 'src', 'public', 'examples')
+const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
+
+if (!existsSync(CHROMIUM)) {
+  t.comment(`${CHROMIUM} is missing; install it with: apt-get update && apt-get install -y chromium`)
+  t.pass(`skipped: no ${CHROMIUM}`)
+} else if (!existsSync(path.join(MODEL_DIR, 'model.onnx'))) {
+  t.comment(`no model folder at ${MODEL_DIR}`)
+  t.pass('skipped: no model folder')
+} else {
+  const { chromium } = await import('playwright-core')
+  const modelJson = JSON.parse(readFileSync(path.join(MODEL_DIR, 'model.json'), 'utf8'))
+  const numQueries: number = modelJson.config.num_queries
+  const { examples } = JSON.parse(readFileSync(path.join(EXAMPLES, 'examples.json'), 'utf8'))
+  const example = examples[0]
+  const exampleFile = path.join(EXAMPLES, example.file)
+  const exampleImage = readFileSync(exampleFile)
+
+  const app: FastifyInstance = buildApp(testConfig({ modelPath: MODEL_DIR, maxBatchWaitMs: 2 }))
+  t.teardown(() => app.close())
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  await app.segmenter.started
+  const address = app.server.address()
+  const base = `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`
+
+  const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true })
+  t.teardown(() => browser.close())
+  mkdirSync(OUTPUT, { recursive: true })
+
+  /** What the API itself answers for the same form. */
+  const api = async (fields: Parameters<typeof form>[0]): Promise<{ status: number, body: any }> => {
+    const res = await fetch(`${base}/segment`, { method: 'POST', body: form(fields), headers: { accept: 'application/json' } })
+    return { status: res.status, body: await res.json() }
+  }
+
+  /** The overlay canvas's alpha channel (0 or 255 per pixel), as drawn. */
+  const overlayAlpha = async (page: Page): Promise<{ width: number, height: number, alpha: Buffer }> => {
+    const { width, height, b64 } = await page.evaluate(() => {
+      const c = document.getElementById('overlay') as HTMLCanvasElement
+      const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data
+      const a = new Uint8Array(d.length / 4)
+      for (let i = 0; i < a.length; i++) a[i] = d[i * 4 + 3]
+      let s = ''
+      for (let i = 0; i < a.length; i += 8192) s += String.fromCharCode(...a.subarray(i, i + 8192))
+      return { width: c.width, height: c.height, b64: btoa(s) }
+    })
+    return { width, height, alpha: Buffer.from(b64, 'base64') }
+  }
+
+  const sameMask = async (tt: typeof t, page: Page, png: string, what: string): Promise<void> => {
+    const drawn = await overlayAlpha(page)
+    const mask = await readMask(Buffer.from(png, 'base64'))
+    tt.strictSame([drawn.width, drawn.height], [mask.width, mask.height], `${what}: overlay has the mask's size`)
+    let differ = 0
+    let on = 0
+    for (let i = 0; i < mask.data.length; i++) {
+      if ((mask.data[i] >= 128) !== (drawn.alpha[i] === 255)) differ++
+      if (mask.data[i] >= 128) on++
+    }
+    tt.equal(differ, 0, `${what}: every overlay pixel matches the API's mask (${on} of ${mask.data.length} on)`)
+  }
+
+  const waitRendered = async (page: Page, after: number): Promise<void> => {
+    await page.waitForFunction((n) => {
+      const s = document.getElementById('stage')!
+      return s.dataset.state === 'done' && Number(s.dataset.renders ?? 0) > n
+    }, after, { timeout: 30_000 })
+  }
+  const renders = async (page: Page): Promise<number> => await page.evaluate(() => Number(document.getElementById('stage')!.dataset.renders ?? 0))
+
+  t.test('upload, describe, see the mask and the queries', async (t) => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } })
+    t.teardown(() => page.close())
+    const pageErrors: string[] = []
+    page.on('pageerror', (e) => pageErrors.push(e.message))
+    page.on('console', (m) => { if (m.type() === 'error') pageErrors.push(m.text()) })
+
+    await page.goto(`${base}/`)
+    await page.waitForSelector('#model-status strong')
+    t.match(await page.textContent('#model-status'), `${modelJson.name}@${modelJson.version}`)
+    t.match(await page.textContent('#model-status'), /ready/)
+
+    // The first Tab stop is the (visually hidden) file input.
+    await page.keyboard.press('Tab')
+    t.equal(await page.evaluate(() => document.activeElement?.id), 'file', 'Tab reaches the file input first')
+
+    const expression = example.expressions[0]
+    await page.setInputFiles('#file', exampleFile)
+    await page.fill('#expression', expression)
+    await page.press('#expression', 'Enter')
+    await waitRendered(page, 0)
+
+    const direct = await api({ image: { data: exampleImage, filename: example.file, type: 'image/jpeg' }, expression, threshold: '0.35' })
+    t.equal(direct.status, 200)
+    const r = direct.body.results[0]
+    await sameMask(t, page, r.mask.png, 'threshold 0.35')
+
+    t.equal(await page.locator('#query-list .query').count(), numQueries, `the query panel lists Nq=${numQueries} queries`)
+    const shown = await page.$$eval('#query-list .query', (lis) => lis.map((li) => ({
+      index: Number((li as HTMLElement).dataset.query),
+      confidence: Number(li.querySelector('.conf')!.textContent),
+      tokens: [...li.querySelectorAll('.tok')].map((s) => s.textContent),
+    })))
+    const sorted = [...r.queries.map((q: any, i: number) => ({ i, c: q.confidence }))].sort((a, b) => b.c - a.c)
+    t.strictSame(shown.map((q) => q.confidence), sorted.map((q) => Number(q.c.toFixed(3))), 'confidences shown, highest first')
+    t.strictSame(new Set(shown.map((q) => q.index)).size, numQueries, 'each query once')
+    for (const q of shown) t.strictSame(q.tokens, r.tokens.map((tok: any) => tok.text), `Q${q.index + 1}: a heat strip over the tokens`)
+    t.equal(await page.textContent('#score'), r.score.toFixed(3), 'mask score shown')
+    t.match(await page.textContent('#timings'), new RegExp(`total [0-9.]+ ms — ${modelJson.name}@${modelJson.version.replace(/\./g, '\\.')} on cpu`))
+
+    // A new threshold asks again (debounced) and redraws. Pick one (on the slider's 0.001 grid)
+    // where the mask is neither empty nor full, so that the comparison says something.
+    const total = direct.body.image.width * direct.body.image.height
+    const areaAt = async (milli: number): Promise<number> =>
+      (await api({ image: { data: exampleImage, filename: example.file, type: 'image/jpeg' }, expression, threshold: String(milli / 1000) })).body.results[0].area
+    let lo = 0
+    let hi = 1000
+    let mixed: number | undefined
+    for (let i = 0; i < 12 && mixed === undefined && hi - lo > 1; i++) {
+      const mid = Math.round((lo + hi) / 2)
+      const area = await areaAt(mid)
+      if (area === total) lo = mid
+      else if (area === 0) hi = mid
+      else mixed = mid
+    }
+    t.ok(mixed !== undefined, `a threshold with a partial mask: ${String(mixed)}/1000`)
+    const threshold = String((mixed ?? 600) / 1000)
+    const before = await renders(page)
+    await page.fill('#threshold', threshold)
+    await waitRendered(page, before)
+    t.equal(await page.textContent('#threshold-value'), Number(threshold).toFixed(3))
+    const again = await api({ image: { data: exampleImage, filename: example.file, type: 'image/jpeg' }, expression, threshold })
+    await sameMask(t, page, again.body.results[0].mask.png, `threshold ${threshold}`)
+    t.equal(await page.textContent('#score'), again.body.results[0].score.toFixed(3), 'mask score follows')
+
+    // Bundled examples: a click loads one and offers phrases; a chip segments at once.
+    const n = await renders(page)
+    await page.click('.example >> nth=1')
+    await page.waitForSelector('#suggestions .chip')
+    const chip = await page.textContent('#suggestions .chip >> nth=0')
+    t.equal(chip, examples[1].expressions[0])
+    await page.click('#suggestions .chip >> nth=0')
+    await waitRendered(page, n)
+    t.equal(await page.inputValue('#expression'), chip)
+    t.equal(await page.getAttribute('.example >> nth=1', 'aria-pressed'), 'true')
+
+    await page.screenshot({ path: path.join(OUTPUT, 'page.png'), fullPage: true })
+    if (!existsSync(DOCS_SHOT) || process.env.UPDATE_DOCS_SCREENSHOT === '1') {
+      mkdirSync(path.dirname(DOCS_SHOT), { recursive: true })
+      copyFileSync(path.join(OUTPUT, 'page.png'), DOCS_SHOT)
+    }
+    t.strictSame(pageErrors, [], 'no script errors')
+  })
+
+  t.test('the API\'s error messages are shown', async (t) => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } })
+    t.teardown(() => page.close())
+    await page.goto(`${base}/`)
+
+    const text = Buffer.from('this is not an image\n')
+    await page.setInputFiles('#file', { name: 'notes.txt', mimeType: 'text/plain', buffer: text })
+    await page.fill('#expression', 'the blue shape')
+    await page.press('#expression', 'Enter')
+    await page.waitForSelector('#error:not([hidden])')
+    const unsupported = await api({ image: { data: text, filename: 'notes.txt', type: 'text/plain' }, expression: 'the blue shape' })
+    t.equal(unsupported.status, 415)
+    t.equal(await page.textContent('#error .error-message'), unsupported.body.error.message, 'unsupported file: the API\'s message')
+    t.match(await page.textContent('#error code'), `415 ${unsupported.body.error.code as string}`)
+
+    await page.setInputFiles('#file', exampleFile)
+    await page.waitForSelector('#error', { state: 'hidden' })
+    await page.fill('#expression', 'zzyzx qwxv')
+    await page.press('#expression', 'Enter')
+    await page.waitForSelector('#error:not([hidden])')
+    const unknown = await api({ image: { data: exampleImage, filename: example.file, type: 'image/jpeg' }, expression: 'zzyzx qwxv' })
+    t.equal(unknown.status, 422)
+    t.equal(await page.textContent('#error .error-message'), unknown.body.error.message, 'unknown words: the API\'s message')
+
+    await page.fill('#expression', '   ')
+    await page.press('#expression', 'Enter')
+    t.match(await page.textContent('#error .error-message'), /Type a phrase/)
+  })
+
+  t.test('readable at phone width', async (t) => {
+    const page = await browser.newPage({ viewport: { width: 375, height: 812 }, deviceScaleFactor: 2 })
+    t.teardown(() => page.close())
+    await page.goto(`${base}/`)
+    await page.setInputFiles('#file', exampleFile)
+    await page.fill('#expression', example.expressions[0])
+    await page.press('#expression', 'Enter')
+    await waitRendered(page, 0)
+    const { scrollWidth, clientWidth } = await page.evaluate(() => ({ scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth }))
+    t.ok(scrollWidth <= clientWidth, `no horizontal scrolling (${scrollWidth} ≤ ${clientWidth})`)
+    await page.screenshot({ path: path.join(OUTPUT, 'page-phone.png'), fullPage: true })
+  })
+}
