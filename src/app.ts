@@ -8,6 +8,7 @@ import multipart from '@fastify/multipart'
 import type { Config } from './config.js'
 import { errorHandler, ERR_NOT_FOUND } from './errors.js'
 import type { Segmenter } from './model/segmenter.js'
+import authPlugin from './plugins/auth.js'
 import metricsPlugin, { type Metrics } from './plugins/metrics.js'
 import segmenterPlugin from './plugins/segmenter.js'
 import healthRoutes from './routes/health.js'
@@ -56,12 +57,13 @@ export function buildApp (config: Config, deps: AppDeps = {}): FastifyInstance {
   app.setErrorHandler(errorHandler)
   app.setNotFoundHandler(async (request) => { throw ERR_NOT_FOUND(request.method, request.url.split('?')[0]) })
 
+  void app.register(authPlugin)
   void app.register(multipart, {
     limits: {
       fileSize: config.maxImageBytes,
       files: 1,
-      fields: config.maxExpressions + 2,
-      parts: config.maxExpressions + 4,
+      fields: config.maxFormFields,
+      parts: config.maxFormParts,
       fieldSize: Math.max(1024, config.maxTextLength * 4),
       fieldNameSize: 100,
       headerPairs: 100,

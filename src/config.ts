@@ -24,15 +24,22 @@ export const envSchema = {
     REQUIRE_GPU: { type: 'boolean', default: false, description: 'exit instead of falling back to CPU when no GPU provider loads' },
     WORKERS: { type: 'integer', minimum: 0, maximum: 64, default: 0, description: 'inference worker threads; 0 = derive from the CPU count' },
     THREADS_PER_WORKER: { type: 'integer', minimum: 0, maximum: 256, default: 0, description: 'ONNX Runtime intra-op threads per worker; 0 = derive from the CPU count' },
-    MAX_IMAGE_BYTES: { type: 'integer', minimum: 1024, default: 10 * 1024 * 1024 },
-    MAX_IMAGE_PIXELS: { type: 'integer', minimum: 1, default: 40_000_000, description: 'width × height limit of a decoded image' },
-    MAX_TEXT_LENGTH: { type: 'integer', minimum: 1, maximum: 10_000, default: 200, description: 'characters per expression' },
-    MAX_EXPRESSIONS: { type: 'integer', minimum: 1, maximum: 64, default: 8, description: 'expressions per request' },
+    MAX_IMAGE_BYTES: { type: 'integer', minimum: 1024, default: 20 * 1024 * 1024, description: 'bytes of the uploaded file (413 SEG_ERR_PAYLOAD_TOO_LARGE)' },
+    MAX_IMAGE_PIXELS: { type: 'integer', minimum: 1, default: 40_000_000, description: 'width × height of the image, checked on its header before decoding (413 SEG_ERR_IMAGE_TOO_LARGE)' },
+    MAX_TEXT_LENGTH: { type: 'integer', minimum: 1, maximum: 10_000, default: 500, description: 'characters per expression (400 SEG_ERR_EXPRESSION_TOO_LONG)' },
+    MAX_EXPRESSIONS: { type: 'integer', minimum: 1, maximum: 64, default: 8, description: 'expressions per request (400 SEG_ERR_TOO_MANY_EXPRESSIONS)' },
+    MAX_FORM_FIELDS: { type: 'integer', minimum: 1, maximum: 1000, default: 16, description: 'text fields per multipart body (413 SEG_ERR_TOO_MANY_FIELDS)' },
+    MAX_FORM_PARTS: { type: 'integer', minimum: 2, maximum: 1000, default: 20, description: 'parts (fields + files) per multipart body (413 SEG_ERR_TOO_MANY_PARTS)' },
     MAX_BATCH: { type: 'integer', minimum: 1, maximum: 256, default: 8, description: 'rows per session.run' },
     MAX_BATCH_WAIT_MS: { type: 'number', minimum: 0, maximum: 1000, default: 2, description: 'how long a worker waits to fill a batch' },
     QUEUE_SIZE: { type: 'integer', minimum: 0, maximum: 100_000, default: 64, description: 'requests waiting for a worker before 503' },
     REQUEST_TIMEOUT_MS: { type: 'integer', minimum: 1, maximum: 600_000, default: 15_000, description: 'per-request deadline (504 after it)' },
     SHUTDOWN_GRACE_MS: { type: 'integer', minimum: 0, maximum: 600_000, default: 10_000, description: 'time accepted requests get to finish on SIGTERM/SIGINT' },
+    SHUTDOWN_DELAY_MS: { type: 'integer', minimum: 0, maximum: 600_000, default: 0, description: 'on SIGTERM/SIGINT, keep listening this long (readiness 503, new /segment 503) before closing the listener' },
+    API_KEYS: { type: 'string', default: '', description: 'comma-separated API keys; when set, requests need Authorization: Bearer <key> (401 SEG_ERR_UNAUTHORIZED)' },
+    AUTH_OPEN_PATHS: { type: 'string', default: '/healthz,/readyz,/metrics', description: 'comma-separated paths that need no API key' },
+    RATE_LIMIT_RPS: { type: 'number', minimum: 0, maximum: 100_000, default: 0, description: 'requests per second per API key (token bucket; 0 = no limit; 429 SEG_ERR_RATE_LIMITED)' },
+    RATE_LIMIT_BURST: { type: 'integer', minimum: 1, maximum: 100_000, default: 20, description: 'token bucket size per API key' },
     LOG_EXPRESSIONS: { type: 'boolean', default: false, description: 'include expression text in logs' },
   },
 } as const
@@ -50,12 +57,20 @@ export interface Config {
   maxImagePixels: number
   maxTextLength: number
   maxExpressions: number
+  maxFormFields: number
+  maxFormParts: number
   maxBatch: number
   maxBatchWaitMs: number
   queueSize: number
   requestTimeoutMs: number
   shutdownGraceMs: number
+  shutdownDelayMs: number
   logExpressions: boolean
+  /** Empty: no access control. */
+  apiKeys: string[]
+  authOpenPaths: string[]
+  rateLimitRps: number
+  rateLimitBurst: number
 }
 
 export class ConfigError extends Error {
@@ -126,14 +141,23 @@ export function loadConfig (env: Env = {}, cpuCount: number = os.availableParall
     maxImagePixels: v.MAX_IMAGE_PIXELS,
     maxTextLength: v.MAX_TEXT_LENGTH,
     maxExpressions: v.MAX_EXPRESSIONS,
+    maxFormFields: v.MAX_FORM_FIELDS,
+    maxFormParts: v.MAX_FORM_PARTS,
     maxBatch: v.MAX_BATCH,
     maxBatchWaitMs: v.MAX_BATCH_WAIT_MS,
     queueSize: v.QUEUE_SIZE,
     requestTimeoutMs: v.REQUEST_TIMEOUT_MS,
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS,
+    shutdownDelayMs: v.SHUTDOWN_DELAY_MS,
     logExpressions: v.LOG_EXPRESSIONS,
+    apiKeys: list(v.API_KEYS),
+    authOpenPaths: list(v.AUTH_OPEN_PATHS),
+    rateLimitRps: v.RATE_LIMIT_RPS,
+    rateLimitBurst: v.RATE_LIMIT_BURST,
   })
 }
+
+const list = (s: string): string[] => String(s).split(',').map((x) => x.trim()).filter((x) => x !== '')
 
 /**
  * Workers × intra-op threads ≤ CPUs by default: with few CPUs prefer one thread per worker

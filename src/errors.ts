@@ -64,6 +64,12 @@ export const ERR_MISSING_FIELD = createError('SEG_ERR_MISSING_FIELD', '%s', 400)
 export const ERR_MULTIPART = createError('SEG_ERR_MULTIPART', 'Could not read the multipart body: %s', 400)
 export const ERR_IMAGE_DECODE = createError('SEG_ERR_IMAGE_DECODE', 'Could not decode the image: %s', 400)
 export const ERR_VALIDATION = createError('SEG_ERR_VALIDATION', '%s', 400)
+export const ERR_EXPRESSION_TOO_LONG = createError('SEG_ERR_EXPRESSION_TOO_LONG', '%s', 400)
+export const ERR_TOO_MANY_EXPRESSIONS = createError('SEG_ERR_TOO_MANY_EXPRESSIONS', '%s', 400)
+export const ERR_TOO_MANY_FILES = createError('SEG_ERR_TOO_MANY_FILES', 'Expected one file for image but received several', 400)
+// 401 / 429: access control (only when API_KEYS is set).
+export const ERR_UNAUTHORIZED = createError('SEG_ERR_UNAUTHORIZED', '%s', 401)
+export const ERR_RATE_LIMITED = createError('SEG_ERR_RATE_LIMITED', 'Too many requests for this API key; try again in %s s', 429)
 // 404 / 405
 export const ERR_NOT_FOUND = createError('SEG_ERR_NOT_FOUND', 'Route %s %s not found', 404)
 // 406: nothing the client accepts can be produced.
@@ -71,6 +77,8 @@ export const ERR_NOT_ACCEPTABLE = createError('SEG_ERR_NOT_ACCEPTABLE', '%s', 40
 // 413: too many bytes or pixels.
 export const ERR_PAYLOAD_TOO_LARGE = createError('SEG_ERR_PAYLOAD_TOO_LARGE', '%s', 413)
 export const ERR_IMAGE_TOO_LARGE = createError('SEG_ERR_IMAGE_TOO_LARGE', '%s', 413)
+export const ERR_TOO_MANY_FIELDS = createError('SEG_ERR_TOO_MANY_FIELDS', 'The multipart body has more than %s text fields', 413)
+export const ERR_TOO_MANY_PARTS = createError('SEG_ERR_TOO_MANY_PARTS', 'The multipart body has more than %s parts', 413)
 // 415: the body or the file is not something we can read.
 export const ERR_UNSUPPORTED_MEDIA_TYPE = createError('SEG_ERR_UNSUPPORTED_MEDIA_TYPE', '%s', 415)
 export const ERR_NOT_AN_IMAGE = createError('SEG_ERR_NOT_AN_IMAGE', 'The uploaded file is not an image in a supported format (JPEG, PNG, WebP, GIF, TIFF or AVIF)', 415)
@@ -95,9 +103,9 @@ const FRAMEWORK_ERRORS: Record<string, [number, string]> = {
   FST_INVALID_MULTIPART_CONTENT_TYPE: [415, 'SEG_ERR_UNSUPPORTED_MEDIA_TYPE'],
   FST_ERR_CTP_BODY_TOO_LARGE: [413, 'SEG_ERR_PAYLOAD_TOO_LARGE'],
   FST_REQ_FILE_TOO_LARGE: [413, 'SEG_ERR_PAYLOAD_TOO_LARGE'],
-  FST_PARTS_LIMIT: [413, 'SEG_ERR_PAYLOAD_TOO_LARGE'],
-  FST_FILES_LIMIT: [413, 'SEG_ERR_PAYLOAD_TOO_LARGE'],
-  FST_FIELDS_LIMIT: [413, 'SEG_ERR_PAYLOAD_TOO_LARGE'],
+  FST_PARTS_LIMIT: [413, 'SEG_ERR_TOO_MANY_PARTS'],
+  FST_FILES_LIMIT: [400, 'SEG_ERR_TOO_MANY_FILES'],
+  FST_FIELDS_LIMIT: [413, 'SEG_ERR_TOO_MANY_FIELDS'],
   FST_PROTO_VIOLATION: [400, 'SEG_ERR_MULTIPART'],
   FST_INVALID_JSON_FIELD_ERROR: [400, 'SEG_ERR_MULTIPART'],
   FST_MP_PREMATURE_CLOSE: [400, 'SEG_ERR_MULTIPART'],
@@ -111,7 +119,7 @@ const FRAMEWORK_MESSAGES: Record<string, string> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'The request body is too large',
   FST_REQ_FILE_TOO_LARGE: 'The uploaded file is too large',
   FST_PARTS_LIMIT: 'The multipart body has too many parts',
-  FST_FILES_LIMIT: 'Only one file (image) may be uploaded',
+  FST_FILES_LIMIT: 'Expected one file for image but received several',
   FST_FIELDS_LIMIT: 'The multipart body has too many fields',
 }
 

@@ -1,7 +1,8 @@
 /**
  * The process entry point: the only file that reads the environment, listens and handles
- * signals. SIGTERM/SIGINT turn /readyz to 503 at once, let accepted requests finish (up to
- * SHUTDOWN_GRACE_MS) and exit 0.
+ * signals. SIGTERM/SIGINT turn /readyz to 503 at once, keep listening SHUTDOWN_DELAY_MS (new
+ * /segment requests get 503), then stop accepting connections, let accepted requests finish (up
+ * to SHUTDOWN_GRACE_MS) and exit 0.
  */
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
@@ -26,9 +27,13 @@ async function main (): Promise<void> {
     },
   })
 
-  closeWithGrace({ delay: config.shutdownGraceMs, logger: app.log }, async ({ signal, err }) => {
+  closeWithGrace({ delay: config.shutdownDelayMs + config.shutdownGraceMs, logger: app.log }, async ({ signal, err }) => {
+    // From here on /readyz answers 503 and new /segment requests 503 (SEG_ERR_SHUTTING_DOWN).
+    app.lifecycle.closing = true
     if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
     else app.log.info({ signal }, 'shutting down')
+    // Keep listening a little so load balancers see the 503 before connections are refused.
+    if (signal !== undefined && config.shutdownDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, config.shutdownDelayMs))
     await app.close()
   })
 

@@ -4,7 +4,9 @@
  * the configured limits.
  */
 import type { FastifyRequest } from 'fastify'
-import { ERR_INVALID_FIELD, ERR_MISSING_FIELD, ERR_MULTIPART, expected, SegError } from '../errors.js'
+import {
+  ERR_EXPRESSION_TOO_LONG, ERR_INVALID_FIELD, ERR_MISSING_FIELD, ERR_MULTIPART, ERR_TOO_MANY_EXPRESSIONS, ERR_TOO_MANY_FILES, expected, SegError,
+} from '../errors.js'
 
 export interface SegmentForm {
   image: Buffer
@@ -32,13 +34,16 @@ export async function readSegmentForm (request: FastifyRequest, limits: FormLimi
           part.file.resume()
           throw ERR_INVALID_FIELD(expected('the file field image', 'a file upload', part.fieldname))
         }
-        if (image !== undefined) throw ERR_INVALID_FIELD('Expected one file for image but received several')
+        if (image !== undefined) throw ERR_TOO_MANY_FILES()
         image = await part.toBuffer()
         filename = part.filename
         continue
       }
       const value = typeof part.value === 'string' ? part.value : String(part.value)
-      if (part.valueTruncated) throw ERR_INVALID_FIELD(expected(`at most ${limits.maxTextLength} characters`, part.fieldname, value))
+      if (part.valueTruncated) {
+        const tooLong = expected(`at most ${limits.maxTextLength} characters`, part.fieldname, value)
+        throw part.fieldname === 'expression' ? ERR_EXPRESSION_TOO_LONG(tooLong) : ERR_INVALID_FIELD(tooLong)
+      }
       switch (part.fieldname) {
         case 'expression':
           expressions.push(checkExpression(value, expressions.length, limits))
@@ -67,12 +72,14 @@ export async function readSegmentForm (request: FastifyRequest, limits: FormLimi
 
 function checkExpression (value: string, count: number, limits: FormLimits): string {
   if (count >= limits.maxExpressions) {
-    throw ERR_INVALID_FIELD(`Expected at most ${limits.maxExpressions} values for expression but received more`)
+    throw ERR_TOO_MANY_EXPRESSIONS(`Expected at most ${limits.maxExpressions} values for expression but received more`)
   }
-  if (value.trim() === '') throw ERR_INVALID_FIELD(expected('a non-empty text', 'expression', value))
   if ([...value].length > limits.maxTextLength) {
-    throw ERR_INVALID_FIELD(expected(`at most ${limits.maxTextLength} characters`, 'expression', value))
+    throw ERR_EXPRESSION_TOO_LONG(expected(`at most ${limits.maxTextLength} characters`, 'expression', value))
   }
+  // Field values are decoded as UTF-8; bytes that are not UTF-8 become U+FFFD.
+  if (value.includes('\uFFFD')) throw ERR_INVALID_FIELD('Expected UTF-8 text for expression but received bytes that are not UTF-8')
+  if (value.trim() === '') throw ERR_INVALID_FIELD(expected('a non-empty text', 'expression', value))
   return value
 }
 

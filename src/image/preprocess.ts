@@ -73,6 +73,10 @@ export interface DecodeOptions {
  * 415 not an image / unsupported format, 413 too many pixels, 400 corrupt data.
  */
 export async function decodeImage (input: Buffer, opts: DecodeOptions): Promise<DecodedImage> {
+  // SVG (and gzip-compressed SVGZ) can reference external resources: refuse it without parsing.
+  const markup = sniffMarkup(input)
+  if (markup === 'svg') throw ERR_IMAGE_FORMAT('svg')
+  if (markup !== undefined) throw ERR_NOT_AN_IMAGE()
   let meta: Metadata
   try {
     // limitInputPixels is enforced at decode; metadata is header-only and cheap.
@@ -116,6 +120,14 @@ export function sniffFormat (b: Uint8Array): string | undefined {
   if (b.length >= 4 && (ascii(0, 4) === 'II*\x00' || ascii(0, 4) === 'MM\x00*')) return 'tiff'
   if (b.length >= 12 && ascii(4, 8) === 'ftyp' && /^avi[fs]$/.test(ascii(8, 12))) return 'avif'
   return undefined
+}
+
+/** 'svg' for SVG, 'markup' for other XML/HTML or gzip data, undefined otherwise (looked at before sharp sees the bytes). */
+export function sniffMarkup (b: Uint8Array): 'svg' | 'markup' | undefined {
+  if (b.length >= 2 && b[0] === 0x1f && b[1] === 0x8b) return 'markup'
+  const head = Buffer.from(b.subarray(0, 4096)).toString('latin1').replace(/^(\xef\xbb\xbf|\s)+/, '')
+  if (!head.startsWith('<')) return undefined
+  return /<svg[\s>]/i.test(head) ? 'svg' : 'markup'
 }
 
 /** scale = min(S/w, S/h); nw, nh = int(w·scale), int(h·scale); dx, dy = (S−nw)//2, (S−nh)//2. */

@@ -3,14 +3,28 @@
  * JSON by default; `Accept: image/png` returns the single mask as a PNG.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { ERR_NOT_ACCEPTABLE, ERR_NOT_READY, ERR_SHUTTING_DOWN, ERR_UNSUPPORTED_MEDIA_TYPE, expected } from '../errors.js'
+import { ERR_NOT_ACCEPTABLE, ERR_NOT_READY, ERR_QUEUE_FULL, ERR_SHUTTING_DOWN, ERR_UNSUPPORTED_MEDIA_TYPE, expected, SegError } from '../errors.js'
 import { readSegmentForm } from '../http/form.js'
 import { acceptable, mediaType } from '../http/negotiate.js'
-import type { SegmentResult } from '../model/segmenter.js'
+import { retryAfterSeconds, throughputMeter } from '../http/retry-after.js'
+import type { SegmentRequest, SegmentResult, Segmenter } from '../model/segmenter.js'
 import { errorBody, segmentResponse } from '../schemas.js'
 
 export default async function segmentRoutes (app: FastifyInstance): Promise<void> {
   const { segmenter, config, metrics, lifecycle } = app
+  const throughput = throughputMeter()
+
+  /** segmenter.segment, measuring throughput and answering a full queue with a computed Retry-After. */
+  async function segment (req: SegmentRequest): Promise<SegmentResult> {
+    try {
+      const result = await segmenter.segment(req)
+      throughput.record()
+      return result
+    } catch (err) {
+      if (err instanceof SegError && err.code === ERR_QUEUE_FULL.code) throw queueFull(segmenter, throughput.rate(), err)
+      throw err
+    }
+  }
 
   app.post('/segment', {
     onRequest: async (request) => {
@@ -27,7 +41,7 @@ export default async function segmentRoutes (app: FastifyInstance): Promise<void
     if (rep === undefined) throw ERR_NOT_ACCEPTABLE(`Expected one expression for Accept: image/png but received ${form.expressions.length}; ask for application/json`)
 
     const deadline = Date.now() - reply.elapsedTime + config.requestTimeoutMs
-    const result = await segmenter.segment({ image: form.image, expressions: form.expressions, threshold: form.threshold, deadline, timeoutMs: config.requestTimeoutMs, signal: disconnectSignal(request, reply) })
+    const result = await segment({ image: form.image, expressions: form.expressions, threshold: form.threshold, deadline, timeoutMs: config.requestTimeoutMs, signal: disconnectSignal(request, reply) })
     metrics.observeStages(result.timings)
     request.log.info({
       width: result.image.width, height: result.image.height, format: result.image.format, expressions: form.expressions.length,
@@ -38,6 +52,12 @@ export default async function segmentRoutes (app: FastifyInstance): Promise<void
     if (rep === 'png') return sendPng(reply, result)
     return toJson(result)
   })
+}
+
+function queueFull (segmenter: Segmenter, rate: number | undefined, err: SegError): SegError {
+  const s = segmenter.stats()
+  const retryAfter = retryAfterSeconds(s.queueDepth + s.busyWorkers, rate, s.liveWorkers)
+  return new SegError(err.code, err.statusCode, err.message, { retryAfter })
 }
 
 /** Aborted when the client goes away before the answer is written. */
