@@ -32,6 +32,7 @@ export const envSchema = {
     MAX_FORM_PARTS: { type: 'integer', minimum: 2, maximum: 1000, default: 20, description: 'parts (fields + files) per multipart body (413 SEG_ERR_TOO_MANY_PARTS)' },
     MAX_BATCH: { type: 'integer', minimum: 1, maximum: 256, default: 8, description: 'rows per session.run' },
     MAX_BATCH_WAIT_MS: { type: 'number', minimum: 0, maximum: 1000, default: 2, description: 'how long a worker waits to fill a batch' },
+    FEATURE_CACHE_MB: { type: 'number', minimum: 0, maximum: 1_000_000, default: 64, description: 'LRU cache of backbone features by image content (a repeated image skips the backbone); 0 = off' },
     QUEUE_SIZE: { type: 'integer', minimum: 0, maximum: 100_000, default: 64, description: 'requests waiting for a worker before 503' },
     REQUEST_TIMEOUT_MS: { type: 'integer', minimum: 1, maximum: 600_000, default: 15_000, description: 'per-request deadline (504 after it)' },
     SHUTDOWN_GRACE_MS: { type: 'integer', minimum: 0, maximum: 600_000, default: 10_000, description: 'time accepted requests get to finish on SIGTERM/SIGINT' },
@@ -61,6 +62,7 @@ export interface Config {
   maxFormParts: number
   maxBatch: number
   maxBatchWaitMs: number
+  featureCacheMb: number
   queueSize: number
   requestTimeoutMs: number
   shutdownGraceMs: number
@@ -145,6 +147,7 @@ export function loadConfig (env: Env = {}, cpuCount: number = os.availableParall
     maxFormParts: v.MAX_FORM_PARTS,
     maxBatch: v.MAX_BATCH,
     maxBatchWaitMs: v.MAX_BATCH_WAIT_MS,
+    featureCacheMb: v.FEATURE_CACHE_MB,
     queueSize: v.QUEUE_SIZE,
     requestTimeoutMs: v.REQUEST_TIMEOUT_MS,
     shutdownGraceMs: v.SHUTDOWN_GRACE_MS,

@@ -4,8 +4,9 @@
  *
  * - run(job) queues one image with K token rows. A free worker takes queued jobs, oldest first,
  *   up to `maxBatch` rows, into a single session.run (dynamic micro-batching). It waits at most
- *   `maxBatchWaitMs` after the oldest job arrived for the batch to fill; while every worker is
- *   busy, jobs gather in the queue and the next free worker takes them together.
+ *   `maxBatchWaitMs` after the oldest job arrived for the batch to fill (and not at all while
+ *   another worker is idle too: the next job would find that one); while every worker is busy,
+ *   jobs gather in the queue and the next free worker takes them together.
  * - The queue holds at most `queueSize` jobs; one more is refused at once (503 + Retry-After).
  * - Each job has a deadline: a queued job is dropped (504); an in-flight one is answered 504 and
  *   its result discarded when it arrives.
@@ -15,7 +16,7 @@
  */
 import { Worker } from 'node:worker_threads'
 import { ERR_DEADLINE, ERR_INTERNAL, ERR_NOT_READY, ERR_QUEUE_FULL, ERR_SHUTTING_DOWN, ERR_WORKER_CRASHED, SegError } from '../errors.js'
-import type { FromWorker, RowResult, RunJob, ToWorker, WorkerInit } from './protocol.js'
+import type { FromWorker, ImageFeatures, RowResult, RunJob, ToWorker, WorkerInit } from './protocol.js'
 
 export interface EngineLogger {
   info: (obj: object, msg: string) => void
@@ -55,6 +56,8 @@ export interface JobOutput {
   postprocessMs: number
   /** rows in the session.run that served the job */
   batchSize: number
+  /** The image's backbone features, when the job asked for them (split graphs only). */
+  features?: ImageFeatures
 }
 
 export interface EngineStats {
@@ -76,6 +79,8 @@ export interface Engine {
   stats: () => EngineStats
   /** Called with the rows of every session.run (for the batch-size histogram). */
   onBatch?: (rows: number) => void
+  /** Called with the number of images that went through the backbone in a batch (split graphs). */
+  onEncode?: (images: number) => void
   /** Finish queued and in-flight work, then stop the workers. */
   close: () => Promise<void>
 }
@@ -173,6 +178,7 @@ export function createWorkerPool (opts: PoolOptions): Engine {
         const inflight = slot.inflight
         slot.inflight = []
         slot.state = 'idle'
+        if (msg.encoded !== undefined && msg.encoded > 0) engine.onEncode?.(msg.encoded)
         for (const p of inflight) {
           settle(p, () => {
             if (msg.error !== undefined) {
@@ -188,6 +194,7 @@ export function createWorkerPool (opts: PoolOptions): Engine {
               inferenceMs: msg.inferenceMs,
               postprocessMs: msg.postprocessMs,
               batchSize: inflight.reduce((n, q) => n + q.rows, 0),
+              features: r.features,
             })
           })
         }
@@ -228,11 +235,12 @@ export function createWorkerPool (opts: PoolOptions): Engine {
   function pump (): void {
     if (batchTimer !== undefined) { clearTimeout(batchTimer); batchTimer = undefined }
     while (queue.length > 0) {
-      const slot = slots.find((s) => s.state === 'idle')
+      const idle = slots.filter((s) => s.state === 'idle')
+      const slot = idle[0]
       if (slot === undefined) return
       const queuedRows = queue.reduce((n, p) => n + p.rows, 0)
       const waitLeft = queue[0].enqueuedAt + opts.maxBatchWaitMs - performance.now()
-      if (queuedRows < opts.maxBatch && waitLeft > 0 && !closing) {
+      if (queuedRows < opts.maxBatch && waitLeft > 0 && idle.length === 1 && !closing) {
         batchTimer = setTimeout(pump, waitLeft)
         return
       }

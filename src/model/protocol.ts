@@ -10,12 +10,20 @@
  * A batch is a list of jobs (one image + K token rows each) so the pool can gather concurrent
  * requests into one session.run (dynamic micro-batching); the worker answers per job, so a job
  * whose client left or whose deadline passed is simply dropped on the main side.
+ *
+ * With the split graphs (model.json `split`), a job carries either the image tensor or the
+ * image's cached backbone features (ImageFeatures, in a SharedArrayBuffer: posting it shares the
+ * memory, nothing is copied). The worker runs image_encoder once per distinct image of the batch
+ * and head once over all token rows, and returns the features of the images it encoded when the
+ * job asks for them (so the main thread can cache them).
  */
 import type { Geometry } from '../image/preprocess.js'
 
 export interface WorkerInit {
   /** Absolute path of model.onnx. */
   modelFile: string
+  /** The same network split at the backbone; when set the worker loads these instead of model.onnx. */
+  split?: SplitFiles
   inputNames: readonly string[]
   outputNames: readonly string[]
   /** Preference order, e.g. ['cuda', 'cpu']. */
@@ -30,6 +38,25 @@ export interface WorkerInit {
   golden?: GoldenCheck
 }
 
+export interface SplitFiles {
+  /** Absolute paths. */
+  encoderFile: string
+  headFile: string
+  /** image_encoder's outputs = head's feature inputs, in order (fv0, fv1, fv2). */
+  featureNames: string[]
+}
+
+/**
+ * Backbone features of one image: every feature map concatenated (C order, batch axis dropped),
+ * in memory shared between threads.
+ */
+export interface ImageFeatures {
+  /** Backed by a SharedArrayBuffer. */
+  data: Float32Array
+  /** One shape per feature map, without the batch axis, e.g. [[256,7,7],[128,14,14],[64,28,28]]. */
+  shapes: number[][]
+}
+
 /** The golden case run by every worker before it reports ready. */
 export interface GoldenCheck {
   input: Float32Array
@@ -41,8 +68,14 @@ export interface GoldenCheck {
 
 export interface RunJob {
   id: number
-  /** [3, S, S] */
-  image: Float32Array
+  /** [3, S, S]; absent when `features` is given. */
+  image?: Float32Array
+  /** The image's backbone features (a cache hit): the worker runs only the head. */
+  features?: ImageFeatures
+  /** Content key of the image: jobs of one batch with the same key share one backbone pass. */
+  key?: string
+  /** Return the backbone features computed for this job's image (to be cached). */
+  wantFeatures?: boolean
   /** K rows of L ids */
   tokens: number[][]
   geometry: Geometry
@@ -64,6 +97,8 @@ export interface RowResult {
 export interface JobResult {
   id: number
   rows: RowResult[]
+  /** When the job asked for them and its image went through the backbone in this batch. */
+  features?: ImageFeatures
 }
 
 export type ToWorker = { type: 'run', batchId: number, jobs: RunJob[] }
@@ -71,7 +106,7 @@ export type ToWorker = { type: 'run', batchId: number, jobs: RunJob[] }
 export type FromWorker =
   | { type: 'ready', provider: string, golden: GoldenReport | null }
   | { type: 'failed', message: string, fatal: boolean }
-  | { type: 'result', batchId: number, results?: JobResult[], error?: string, inferenceMs: number, postprocessMs: number }
+  | { type: 'result', batchId: number, results?: JobResult[], error?: string, inferenceMs: number, postprocessMs: number, encoded?: number }
   | { type: 'log', level: 'info' | 'warn' | 'error', msg: string, data?: Record<string, unknown> }
 
 export interface GoldenReport {

@@ -3,6 +3,7 @@
  * route (design/LAYOUT.md):
  *
  *   tokenizer (reject expressions without a known word, 422)
+ *   → feature cache (model/feature-cache.ts: a hit skips the next step and the backbone)
  *   → image/preprocess (decode, EXIF, letterbox — once per request)
  *   → engine (worker pool: queue, batch, session.run, un-letterbox + threshold in the worker)
  *   → PNG encoding of each mask
@@ -13,10 +14,11 @@
 import path from 'node:path'
 import sharp from 'sharp'
 import { ERR_INVALID_FIELD, ERR_NO_KNOWN_WORDS, expected, SegError } from '../errors.js'
-import { decodeImage, letterbox } from '../image/preprocess.js'
-import { loadGolden, loadModelFolder, type Manifest, MODEL_INPUTS, MODEL_OUTPUTS } from './manifest.js'
-import { createWorkerPool, type Engine, type EngineLogger, type EngineStats } from './pool.js'
-import type { GoldenCheck } from './protocol.js'
+import { decodeImage, type Geometry, letterbox } from '../image/preprocess.js'
+import { createFeatureCache, type FeatureCacheStats } from './feature-cache.js'
+import { loadGolden, loadModelFolder, type Manifest, MODEL_INPUTS, MODEL_OUTPUTS, verifyFile } from './manifest.js'
+import { createWorkerPool, type Engine, type EngineLogger, type EngineStats, type JobOutput } from './pool.js'
+import type { GoldenCheck, SplitFiles } from './protocol.js'
 import { createTokenizer, type Token, type Tokenized } from './tokenizer.js'
 
 export interface SegmentRequest {
@@ -63,6 +65,8 @@ export interface SegmentResult {
   results: ExpressionResult[]
   timings: Timings
   batchSize: number
+  /** 'hit': the image's backbone features came from the cache; 'off': no cache (or no split graphs). */
+  featureCache: 'hit' | 'miss' | 'off'
 }
 
 export interface ModelInfo {
@@ -86,8 +90,11 @@ export interface Segmenter {
   stats: () => EngineStats
   tokenize: (text: string) => Tokenized
   segment: (req: SegmentRequest) => Promise<SegmentResult>
-  /** Rows per session.run are reported here. */
+  /** Rows per session.run are reported to every listener added here. */
   onBatch: (fn: (rows: number) => void) => void
+  /** Images per backbone pass are reported here (split graphs). */
+  onEncode: (fn: (images: number) => void) => void
+  cacheStats: () => FeatureCacheStats
   close: () => Promise<void>
 }
 
@@ -96,9 +103,12 @@ export interface SegmenterOptions {
   vocab: string[]
   engine: Engine
   maxPixels: number
+  /** Feature cache size in bytes; 0 or absent: no cache. Only useful when the engine runs split graphs. */
+  featureCacheBytes?: number
 }
 
-export function createSegmenter ({ manifest, vocab, engine, maxPixels }: SegmenterOptions): Segmenter {
+export function createSegmenter ({ manifest, vocab, engine, maxPixels, featureCacheBytes = 0 }: SegmenterOptions): Segmenter {
+  const cache = createFeatureCache(featureCacheBytes, JSON.stringify({ input: manifest.input, encoder: manifest.split?.image_encoder.sha256 ?? manifest.onnx.sha256, maxPixels }))
   const tokenizer = createTokenizer(vocab, { maxWords: manifest.maxWords, padId: manifest.vocab.padId, unkId: manifest.vocab.unkId })
   const info: ModelInfo = {
     name: manifest.name,
@@ -112,6 +122,10 @@ export function createSegmenter ({ manifest, vocab, engine, maxPixels }: Segment
     vocabSize: vocab.length,
   }
   const { maxWords, numQueries } = manifest
+  const batchListeners: Array<(rows: number) => void> = []
+  const encodeListeners: Array<(images: number) => void> = []
+  engine.onBatch = (rows) => { for (const fn of batchListeners) fn(rows) }
+  engine.onEncode = (images) => { for (const fn of encodeListeners) fn(images) }
 
   /** Every expression needs at least one known word among the L the model sees. */
   function tokenizeAll (expressions: string[]): Tokenized[] {
@@ -140,15 +154,28 @@ export function createSegmenter ({ manifest, vocab, engine, maxPixels }: Segment
     if (!(threshold >= 0 && threshold <= 1)) throw ERR_INVALID_FIELD(expected('a number between 0 and 1', 'threshold', threshold))
     const tokenized = tokenizeAll(req.expressions)
 
-    const image = await decodeImage(req.image, { maxPixels })
-    const t1 = performance.now()
-    const { data, geometry } = await letterbox(image, manifest.input)
-    const t2 = performance.now()
-
-    const out = await engine.run(
-      { image: data, tokens: tokenized.map((t) => t.ids), geometry, threshold },
-      { deadline: req.deadline, timeoutMs: req.timeoutMs, signal: req.signal },
-    )
+    const tokens = tokenized.map((t) => t.ids)
+    const runOpts = { deadline: req.deadline, timeoutMs: req.timeoutMs, signal: req.signal }
+    const key = cache.enabled ? cache.key(req.image) : undefined
+    const cached = key !== undefined ? cache.get(key) : undefined
+    let geometry: Geometry
+    let format: string
+    let out: JobOutput
+    let t1: number, t2: number
+    if (cached !== undefined) {
+      ({ geometry, format } = cached)
+      t1 = t2 = performance.now()
+      out = await engine.run({ features: cached.features, key, tokens, geometry, threshold }, runOpts)
+    } else {
+      const image = await decodeImage(req.image, { maxPixels })
+      t1 = performance.now()
+      const pre = await letterbox(image, manifest.input)
+      t2 = performance.now()
+      geometry = pre.geometry
+      format = image.format
+      out = await engine.run({ image: pre.data, key, wantFeatures: key !== undefined, tokens, geometry, threshold }, runOpts)
+      if (key !== undefined && out.features !== undefined) cache.set(key, { features: out.features, geometry, format })
+    }
     const t3 = performance.now()
 
     const results = await Promise.all(out.rows.map(async (row, k): Promise<ExpressionResult> => {
@@ -177,7 +204,7 @@ export function createSegmenter ({ manifest, vocab, engine, maxPixels }: Segment
     const t4 = performance.now()
     return {
       model: { name: manifest.name, version: manifest.version, provider: engine.provider() },
-      image: { width: geometry.width, height: geometry.height, format: image.format },
+      image: { width: geometry.width, height: geometry.height, format },
       results,
       timings: {
         decode: t1 - t0,
@@ -188,6 +215,7 @@ export function createSegmenter ({ manifest, vocab, engine, maxPixels }: Segment
         total: t4 - t0,
       },
       batchSize: out.batchSize,
+      featureCache: cached !== undefined ? 'hit' : out.features !== undefined ? 'miss' : 'off',
     }
   }
 
@@ -199,7 +227,9 @@ export function createSegmenter ({ manifest, vocab, engine, maxPixels }: Segment
     stats: engine.stats,
     tokenize: tokenizer.tokenize,
     segment,
-    onBatch: (fn) => { engine.onBatch = fn },
+    onBatch: (fn) => { batchListeners.push(fn) },
+    onEncode: (fn) => { encodeListeners.push(fn) },
+    cacheStats: cache.stats,
     close: engine.close,
   }
 }
@@ -214,6 +244,10 @@ export interface FolderOptions {
   maxBatchWaitMs: number
   queueSize: number
   maxImagePixels: number
+  /** Feature cache size in MB (0: off). */
+  featureCacheMb?: number
+  /** Use model.json `split` when present (default true); false: always model.onnx. */
+  splitGraphs?: boolean
   logger: EngineLogger
   /** Tests: a different worker script. */
   workerUrl?: URL
@@ -233,9 +267,17 @@ export async function createSegmenterFromFolder (opts: FolderOptions): Promise<S
       rtol: golden.case.tolerance?.rtol ?? 0,
     }
   }
+  let split: SplitFiles | undefined
+  if (manifest.split !== undefined && opts.splitGraphs !== false) {
+    const { image_encoder: enc, head } = manifest.split
+    split = { encoderFile: path.join(manifest.dir, enc.file), headFile: path.join(manifest.dir, head.file), featureNames: enc.outputs }
+    await verifyFile(split.encoderFile, enc.sha256)
+    await verifyFile(split.headFile, head.sha256)
+  }
   const engine = createWorkerPool({
     init: {
       modelFile: path.resolve(modelFile),
+      split,
       inputNames: [...MODEL_INPUTS],
       outputNames: [...MODEL_OUTPUTS],
       executionProviders: opts.executionProviders,
@@ -254,5 +296,7 @@ export async function createSegmenterFromFolder (opts: FolderOptions): Promise<S
     logger: opts.logger,
     workerUrl: opts.workerUrl,
   })
-  return createSegmenter({ manifest, vocab, engine, maxPixels: opts.maxImagePixels })
+  // Without the split graphs there are no features to cache.
+  const featureCacheBytes = split !== undefined ? Math.round((opts.featureCacheMb ?? 0) * 1024 * 1024) : 0
+  return createSegmenter({ manifest, vocab, engine, maxPixels: opts.maxImagePixels, featureCacheBytes })
 }

@@ -1,11 +1,18 @@
 /**
  * The inference worker's loop, independent of the runtime behind it: start the backend, run the
- * golden case, then answer 'run' messages (batch the rows, one backend.run, post-process each
- * row). src/model/worker.ts plugs in ONNX Runtime; tests plug in a deterministic fake.
+ * golden case, then answer 'run' messages with one batched inference and per-row post-processing.
+ * src/model/worker.ts plugs in ONNX Runtime; tests plug in a deterministic fake.
+ *
+ * Two kinds of backend:
+ * - whole: one graph, image + tokens → outputs; every token row carries a copy of its image.
+ * - split: image_encoder (image → feature maps) and head (feature maps + tokens → outputs). A batch
+ *   runs the encoder once over its distinct images (jobs without cached features; jobs with the
+ *   same key share one row) and the head once over all token rows, each row reading its image's
+ *   feature maps: K expressions on one image cost one backbone pass, a cached image none.
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import { postprocess } from '../image/postprocess.js'
-import type { FromWorker, GoldenReport, JobResult, RunJob, ToWorker, WorkerInit } from './protocol.js'
+import type { FromWorker, GoldenReport, ImageFeatures, JobResult, RunJob, ToWorker, WorkerInit } from './protocol.js'
 
 /** Batched inputs: image [B,3,S,S], tokens [B,L] (int64). */
 export interface Feeds {
@@ -17,9 +24,21 @@ export interface Feeds {
 /** Outputs, batch-major: mask_logits [B,1,m,m], query_confidence [B,Nq], word_attention [B,Nq,L]. */
 export type Outputs = Record<'mask_logits' | 'query_confidence' | 'word_attention', Float32Array>
 
+/** Feature maps of a batch: one batch-major array per map, and each map's shape without the batch axis. */
+export interface FeatureBatch {
+  maps: Float32Array[]
+  shapes: number[][]
+  batch: number
+}
+
 export interface Backend {
   provider: string
-  run: (feeds: Feeds) => Promise<Outputs>
+  /** The whole network (a whole backend). */
+  run?: (feeds: Feeds) => Promise<Outputs>
+  /** image [B,3,S,S] → feature maps (a split backend, with head). */
+  encode?: (image: Float32Array, batch: number) => Promise<FeatureBatch>
+  /** feature maps [B,…] + tokens [B,L] → outputs. */
+  head?: (features: FeatureBatch, tokens: BigInt64Array) => Promise<Outputs>
 }
 
 export type BackendFactory = (init: WorkerInit, log: (level: 'info' | 'warn' | 'error', msg: string, data?: Record<string, unknown>) => void) => Promise<Backend>
@@ -28,20 +47,114 @@ function post (msg: FromWorker, transfer: ArrayBuffer[] = []): void {
   parentPort!.postMessage(msg, transfer)
 }
 
+export function buildTokens (jobs: RunJob[], maxWords: number): BigInt64Array {
+  const rows = jobs.reduce((n, j) => n + j.tokens.length, 0)
+  const tokens = new BigInt64Array(rows * maxWords)
+  let b = 0
+  for (const job of jobs) {
+    for (const row of job.tokens) {
+      for (let i = 0; i < maxWords; i++) tokens[b * maxWords + i] = BigInt(row[i] ?? 0)
+      b++
+    }
+  }
+  return tokens
+}
+
+/** Whole-graph feeds: each token row with its own copy of the image. */
 export function buildFeeds (jobs: RunJob[], init: Pick<WorkerInit, 'size' | 'maxWords'>): Feeds {
   const plane = 3 * init.size * init.size
   const batch = jobs.reduce((n, j) => n + j.tokens.length, 0)
   const image = new Float32Array(batch * plane)
-  const tokens = new BigInt64Array(batch * init.maxWords)
   let b = 0
   for (const job of jobs) {
-    for (const row of job.tokens) {
-      image.set(job.image, b * plane)
-      for (let i = 0; i < init.maxWords; i++) tokens[b * init.maxWords + i] = BigInt(row[i] ?? 0)
+    if (job.image === undefined) throw new Error('this model has no split graphs: a job needs its image')
+    for (let k = 0; k < job.tokens.length; k++) image.set(job.image, (b++) * plane)
+  }
+  return { image, tokens: buildTokens(jobs, init.maxWords), batch }
+}
+
+const sizeOf = (shape: number[]): number => shape.reduce((a, v) => a * v, 1)
+
+/** One image's feature maps as views (no copy) into a FeatureBatch or an ImageFeatures. */
+function imageMaps (f: FeatureBatch, i: number): Float32Array[] {
+  return f.maps.map((m, j) => { const n = sizeOf(f.shapes[j]); return m.subarray(i * n, (i + 1) * n) })
+}
+function cachedMaps (f: ImageFeatures): Float32Array[] {
+  let off = 0
+  return f.shapes.map((shape) => { const n = sizeOf(shape); const v = f.data.subarray(off, off + n); off += n; return v })
+}
+
+/** Copy one image's maps into memory shared with the main thread (for the feature cache). */
+export function shareFeatures (maps: Float32Array[], shapes: number[][]): ImageFeatures {
+  const total = maps.reduce((n, m) => n + m.length, 0)
+  const data = new Float32Array(new SharedArrayBuffer(total * 4))
+  let off = 0
+  for (const m of maps) { data.set(m, off); off += m.length }
+  return { data, shapes: shapes.map((s) => [...s]) }
+}
+
+export interface BatchOutput {
+  out: Outputs
+  /** Backbone passes (images through the encoder) in this batch. */
+  encoded: number
+  /** Index in `jobs` → the features computed for that job's image, for jobs with wantFeatures. */
+  features: Map<number, ImageFeatures>
+}
+
+/**
+ * One batch through the backend. Split: the encoder over the distinct uncached images (one row
+ * each), then the head over every token row, row b reading its image's maps. Whole: one run.
+ */
+export async function inferBatch (backend: Backend, jobs: RunJob[], init: Pick<WorkerInit, 'size' | 'maxWords'>): Promise<BatchOutput> {
+  if (backend.encode === undefined || backend.head === undefined) {
+    return { out: await backend.run!(buildFeeds(jobs, init)), encoded: 0, features: new Map() }
+  }
+  const plane = 3 * init.size * init.size
+  // Distinct images to encode: jobs without features, deduplicated by key.
+  const slotOf: number[] = new Array(jobs.length).fill(-1)
+  const byKey = new Map<string, number>()
+  const toEncode: Float32Array[] = []
+  jobs.forEach((job, j) => {
+    if (job.features !== undefined) return
+    if (job.image === undefined) throw new Error('a job needs its image or its features')
+    const known = job.key !== undefined ? byKey.get(job.key) : undefined
+    if (known !== undefined) { slotOf[j] = known; return }
+    slotOf[j] = toEncode.length
+    if (job.key !== undefined) byKey.set(job.key, toEncode.length)
+    toEncode.push(job.image)
+  })
+  let encoded: FeatureBatch | undefined
+  if (toEncode.length > 0) {
+    const images = new Float32Array(toEncode.length * plane)
+    toEncode.forEach((img, i) => images.set(img, i * plane))
+    encoded = await backend.encode(images, toEncode.length)
+  }
+  const shapes = encoded?.shapes ?? jobs.find((j) => j.features !== undefined)!.features!.shapes
+  const perJob: Float32Array[][] = jobs.map((job, j) => job.features !== undefined ? cachedMaps(job.features) : imageMaps(encoded!, slotOf[j]))
+
+  const rows = jobs.reduce((n, j) => n + j.tokens.length, 0)
+  const maps = shapes.map((shape) => new Float32Array(rows * sizeOf(shape)))
+  let b = 0
+  jobs.forEach((job, j) => {
+    for (let k = 0; k < job.tokens.length; k++) {
+      perJob[j].forEach((m, f) => {
+        if (m.length !== sizeOf(shapes[f])) throw new Error(`cached features have shape ${JSON.stringify(job.features?.shapes)}, the encoder gives ${JSON.stringify(shapes)}`)
+        maps[f].set(m, b * m.length)
+      })
       b++
     }
-  }
-  return { image, tokens, batch }
+  })
+  const out = await backend.head({ maps, shapes, batch: rows }, buildTokens(jobs, init.maxWords))
+
+  const features = new Map<number, ImageFeatures>()
+  const shared = new Map<number, ImageFeatures>()
+  jobs.forEach((job, j) => {
+    if (job.wantFeatures !== true || job.features !== undefined) return
+    let f = shared.get(slotOf[j])
+    if (f === undefined) { f = shareFeatures(perJob[j], shapes); shared.set(slotOf[j], f) }
+    features.set(j, f)
+  })
+  return { out, encoded: toEncode.length, features }
 }
 
 export function checkGolden (out: Outputs, expected: Record<string, Float32Array>, atol: number, rtol: number): { report: GoldenReport, problems: string[] } {
@@ -82,8 +195,8 @@ export async function serveWorker (factory: BackendFactory): Promise<void> {
   if (init.golden !== undefined) {
     const g = init.golden
     try {
-      const tokens = BigInt64Array.from(g.tokens.map((v) => BigInt(v)))
-      const out = await backend.run({ image: g.input, tokens, batch: 1 })
+      const job: RunJob = { id: 0, image: g.input, tokens: [g.tokens], geometry: { width: init.size, height: init.size, size: init.size, nw: init.size, nh: init.size, dx: 0, dy: 0 }, threshold: 0.5 }
+      const { out } = await inferBatch(backend, [job], init)
       const { report, problems } = checkGolden(out, g.outputs, g.atol, g.rtol)
       if (problems.length > 0) {
         post({ type: 'failed', message: `golden case mismatch on ${backend.provider}: ${problems.join('; ')}`, fatal: true })
@@ -104,8 +217,10 @@ export async function serveWorker (factory: BackendFactory): Promise<void> {
     void (async () => {
       const t0 = performance.now()
       let out: Outputs
+      let batch: BatchOutput
       try {
-        out = await backend.run(buildFeeds(msg.jobs, init))
+        batch = await inferBatch(backend, msg.jobs, init)
+        out = batch.out
       } catch (err) {
         post({ type: 'result', batchId: msg.batchId, error: (err as Error).message, inferenceMs: performance.now() - t0, postprocessMs: 0 })
         return
@@ -114,7 +229,7 @@ export async function serveWorker (factory: BackendFactory): Promise<void> {
       const results: JobResult[] = []
       const transfer: ArrayBuffer[] = []
       let b = 0
-      for (const job of msg.jobs) {
+      msg.jobs.forEach((job, j) => {
         const rows = job.tokens.map(() => {
           const logits = out.mask_logits.subarray(b * m2, (b + 1) * m2)
           const summary = postprocess(logits, maskSize, job.geometry, job.threshold)
@@ -124,9 +239,9 @@ export async function serveWorker (factory: BackendFactory): Promise<void> {
           transfer.push(summary.mask.buffer as ArrayBuffer)
           return { mask: summary.mask, area: summary.area, bbox: summary.bbox, score: summary.score, confidence, attention }
         })
-        results.push({ id: job.id, rows })
-      }
-      post({ type: 'result', batchId: msg.batchId, results, inferenceMs: t1 - t0, postprocessMs: performance.now() - t1 }, transfer)
+        results.push({ id: job.id, rows, features: batch.features.get(j) })
+      })
+      post({ type: 'result', batchId: msg.batchId, results, inferenceMs: t1 - t0, postprocessMs: performance.now() - t1, encoded: batch.encoded }, transfer)
     })()
   })
 }

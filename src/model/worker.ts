@@ -2,12 +2,15 @@
  * Inference worker thread: one ONNX Runtime session per worker, so the blocking session.run
  * never runs on the event loop. The loop itself is in worker-core.ts.
  *
+ * With the split graphs (init.split) the worker loads image_encoder.onnx and head.onnx instead of
+ * model.onnx, so a batch can run the backbone once per image (worker-core.ts).
+ *
  * Execution providers are tried in the configured order. If a GPU provider cannot be loaded the
  * worker falls back to CPU with a warning, unless REQUIRE_GPU is set: then it fails (fatal).
  */
 import * as ort from 'onnxruntime-node'
 import type { WorkerInit } from './protocol.js'
-import { type Backend, type BackendFactory, serveWorker } from './worker-core.js'
+import { type Backend, type BackendFactory, type Outputs, serveWorker } from './worker-core.js'
 
 const createOrtBackend: BackendFactory = async (init: WorkerInit, log) => {
   const options = (providers: string[]): ort.InferenceSession.SessionOptions => ({
@@ -17,11 +20,17 @@ const createOrtBackend: BackendFactory = async (init: WorkerInit, log) => {
     graphOptimizationLevel: 'all',
   })
   const gpu = init.executionProviders.filter((p) => p !== 'cpu')
-  let session: ort.InferenceSession | undefined
+  const files = init.split !== undefined ? [init.split.encoderFile, init.split.headFile] : [init.modelFile]
+  const open = async (providers: string[]): Promise<ort.InferenceSession[]> => {
+    const sessions: ort.InferenceSession[] = []
+    for (const f of files) sessions.push(await ort.InferenceSession.create(f, options(providers)))
+    return sessions
+  }
+  let sessions: ort.InferenceSession[] | undefined
   let provider = 'cpu'
   if (gpu.length > 0) {
     try {
-      session = await ort.InferenceSession.create(init.modelFile, options([...gpu, 'cpu']))
+      sessions = await open([...gpu, 'cpu'])
       provider = gpu[0]
     } catch (err) {
       const reason = (err as Error).message.split('\n')[0]
@@ -30,29 +39,48 @@ const createOrtBackend: BackendFactory = async (init: WorkerInit, log) => {
       log('warn', 'GPU execution provider unavailable; running on CPU', { requested: gpu, reason })
     }
   }
-  session ??= await ort.InferenceSession.create(init.modelFile, options(['cpu']))
-
-  for (const name of init.inputNames) {
-    if (!session.inputNames.includes(name)) throw new Error(`model.onnx has inputs ${session.inputNames.join(', ')}; expected ${init.inputNames.join(', ')}`)
-  }
-  for (const name of init.outputNames) {
-    if (!session.outputNames.includes(name)) throw new Error(`model.onnx has outputs ${session.outputNames.join(', ')}; expected ${init.outputNames.join(', ')}`)
-  }
-  const s = session
+  sessions ??= await open(['cpu'])
   const { size, maxWords } = init
+  const OUTPUTS = ['mask_logits', 'query_confidence', 'word_attention'] as const
+  const expect = (s: ort.InferenceSession, file: string, inputs: readonly string[], outputs: readonly string[]): void => {
+    const name = file.split('/').pop()
+    for (const n of inputs) if (!s.inputNames.includes(n)) throw new Error(`${name} has inputs ${s.inputNames.join(', ')}; expected ${inputs.join(', ')}`)
+    for (const n of outputs) if (!s.outputNames.includes(n)) throw new Error(`${name} has outputs ${s.outputNames.join(', ')}; expected ${outputs.join(', ')}`)
+  }
+  const outputs = (result: ort.InferenceSession.ReturnType): Outputs => ({
+    mask_logits: result.mask_logits.data as Float32Array,
+    query_confidence: result.query_confidence.data as Float32Array,
+    word_attention: result.word_attention.data as Float32Array,
+  })
 
+  if (init.split === undefined) {
+    const s = sessions[0]
+    expect(s, init.modelFile, init.inputNames, init.outputNames)
+    return {
+      provider,
+      async run (feeds) {
+        return outputs(await s.run({
+          image: new ort.Tensor('float32', feeds.image, [feeds.batch, 3, size, size]),
+          tokens: new ort.Tensor('int64', feeds.tokens, [feeds.batch, maxWords]),
+        }, [...OUTPUTS]))
+      },
+    }
+  }
+
+  const [enc, head] = sessions
+  const names = init.split.featureNames
+  expect(enc, init.split.encoderFile, ['image'], names)
+  expect(head, init.split.headFile, [...names, 'tokens'], OUTPUTS)
   const backend: Backend = {
     provider,
-    async run (feeds) {
-      const result = await s.run({
-        image: new ort.Tensor('float32', feeds.image, [feeds.batch, 3, size, size]),
-        tokens: new ort.Tensor('int64', feeds.tokens, [feeds.batch, maxWords]),
-      }, ['mask_logits', 'query_confidence', 'word_attention'])
-      return {
-        mask_logits: result.mask_logits.data as Float32Array,
-        query_confidence: result.query_confidence.data as Float32Array,
-        word_attention: result.word_attention.data as Float32Array,
-      }
+    async encode (image, batch) {
+      const r = await enc.run({ image: new ort.Tensor('float32', image, [batch, 3, size, size]) }, names)
+      return { maps: names.map((n) => r[n].data as Float32Array), shapes: names.map((n) => r[n].dims.slice(1)), batch }
+    },
+    async head (features, tokens) {
+      const feeds: Record<string, ort.Tensor> = { tokens: new ort.Tensor('int64', tokens, [features.batch, maxWords]) }
+      names.forEach((n, i) => { feeds[n] = new ort.Tensor('float32', features.maps[i], [features.batch, ...features.shapes[i]]) })
+      return outputs(await head.run(feeds, [...OUTPUTS]))
     },
   }
   return backend

@@ -44,6 +44,39 @@ export default fp(async (app: FastifyInstance) => {
     registers: [registry],
   })
   segmenter.onBatch((rows) => batches.observe(rows))
+  const encoderBatches = new Histogram({
+    name: 'vlt_backbone_batch_size',
+    help: 'Images per backbone (image_encoder) pass; K expressions on one image count once, cache hits not at all',
+    buckets: [1, 2, 4, 8, 16, 32, 64],
+    registers: [registry],
+  })
+  segmenter.onEncode((images) => encoderBatches.observe(images))
+  const cacheCounter = (name: string, help: string, read: () => number): Counter => new Counter({
+    name,
+    help,
+    registers: [registry],
+    collect () { this.reset(); this.inc(read()) },
+  })
+  cacheCounter('vlt_feature_cache_hits_total', 'Requests whose image features came from the feature cache', () => segmenter.cacheStats().hits)
+  cacheCounter('vlt_feature_cache_misses_total', 'Requests that looked up the feature cache and ran the backbone', () => segmenter.cacheStats().misses)
+  cacheCounter('vlt_feature_cache_evictions_total', 'Feature cache entries evicted to stay within FEATURE_CACHE_MB', () => segmenter.cacheStats().evictions)
+  new Gauge({
+    name: 'vlt_feature_cache_bytes',
+    help: 'Bytes held by the feature cache (used, capacity)',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+    collect () {
+      const c = segmenter.cacheStats()
+      this.set({ kind: 'used' }, c.bytes)
+      this.set({ kind: 'capacity' }, c.capacityBytes)
+    },
+  })
+  new Gauge({
+    name: 'vlt_feature_cache_entries',
+    help: 'Images in the feature cache',
+    registers: [registry],
+    collect () { this.set(segmenter.cacheStats().entries) },
+  })
 
   new Gauge({
     name: 'vlt_inference_queue_depth',

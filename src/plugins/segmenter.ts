@@ -22,6 +22,7 @@ export default fp(async (app: FastifyInstance, opts: SegmenterPluginOptions) => 
     maxBatchWaitMs: config.maxBatchWaitMs,
     queueSize: config.queueSize,
     maxImagePixels: config.maxImagePixels,
+    featureCacheMb: config.featureCacheMb,
     logger: app.log,
   })
   app.decorate('segmenter', segmenter)

@@ -28,7 +28,8 @@ if (!existsSync(path.join(MODEL_DIR, 'model.onnx'))) {
   /** A model folder whose model.json is edited; the other files are links to the real ones. */
   const editedFolder = (edit: (m: any) => void): string => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'vlt-model-'))
-    for (const f of ['model.onnx', 'vocab.txt', 'golden.json', golden.image, golden.input.file, golden.outputs.mask_logits.file, golden.mask.file]) {
+    const split = Object.values(modelJson.split ?? {}).map((g: any) => g.file as string)
+    for (const f of ['model.onnx', ...split, 'vocab.txt', 'golden.json', golden.image, golden.input.file, golden.outputs.mask_logits.file, golden.mask.file]) {
       symlinkSync(path.join(MODEL_DIR, f), path.join(dir, f))
     }
     const m = structuredClone(modelJson)

@@ -1,0 +1,101 @@
+/**
+ * Dynamic micro-batching: a lone request waits at most MAX_BATCH_WAIT_MS (and not at all while
+ * another worker idles), concurrent requests share one session.run, the batch-size histogram
+ * shows it; and the feature cache's LRU bound on its own.
+ */
+import t from 'tap'
+import { letterboxGeometry } from '../../src/image/preprocess.js'
+import { createFeatureCache, entryBytes } from '../../src/model/feature-cache.js'
+import { FAKE_VOCAB } from '../fixtures/fake-model.js'
+import { build, fakePool, form, rectImage, testConfig } from '../helper.js'
+
+const S = 32
+const job = (word: string, rows = 1) => ({
+  image: new Float32Array(3 * S * S),
+  tokens: Array.from({ length: rows }, () => [FAKE_VOCAB.indexOf(word), 0, 0, 0, 0]),
+  geometry: letterboxGeometry(S, S, S),
+  threshold: 0.35,
+})
+const later = (ms: number) => Date.now() + ms
+
+t.test('a lone request waits for company at most MAX_BATCH_WAIT_MS', async (t) => {
+  for (const wait of [0, 150]) {
+    const pool = fakePool(testConfig({ workers: 1, maxBatch: 8, maxBatchWaitMs: wait }))
+    t.teardown(() => pool.close())
+    await pool.started
+    await pool.run(job('one'), { deadline: later(5000) }) // warm
+    const t0 = performance.now()
+    const out = await pool.run(job('one'), { deadline: later(5000) })
+    const ms = performance.now() - t0
+    t.ok(ms <= wait + 60, `MAX_BATCH_WAIT_MS=${wait}: answered in ${ms.toFixed(1)} ms`)
+    t.ok(out.queueMs <= wait + 15, `queued ${out.queueMs.toFixed(1)} ms`)
+    t.equal(out.batchSize, 1)
+  }
+})
+
+t.test('with another worker idle, a lone request does not wait at all', async (t) => {
+  const pool = fakePool(testConfig({ workers: 2, maxBatch: 8, maxBatchWaitMs: 500 }))
+  t.teardown(() => pool.close())
+  await pool.started
+  const t0 = performance.now()
+  const out = await pool.run(job('one'), { deadline: later(5000) })
+  t.ok(performance.now() - t0 < 200, `answered in ${(performance.now() - t0).toFixed(1)} ms, not after 500`)
+  t.ok(out.queueMs < 5, `queued ${out.queueMs.toFixed(2)} ms`)
+})
+
+t.test('concurrent requests share one session.run, within the wait', async (t) => {
+  const pool = fakePool(testConfig({ workers: 1, maxBatch: 8, maxBatchWaitMs: 100 }))
+  t.teardown(() => pool.close())
+  await pool.started
+  const sizes: number[] = []
+  pool.onBatch = (rows) => sizes.push(rows)
+  const t0 = performance.now()
+  const outs = await Promise.all([job('one'), job('the', 2), job('circle'), job('square')].map((j) => pool.run(j, { deadline: later(5000) })))
+  t.strictSame(sizes, [5], 'one batch of 5 rows')
+  t.strictSame(outs.map((o) => o.batchSize), [5, 5, 5, 5])
+  t.ok(performance.now() - t0 < 100 + 100, 'a full-enough batch is not held past the wait')
+
+  // A batch that reaches MAX_BATCH leaves at once.
+  sizes.length = 0
+  const t1 = performance.now()
+  await Promise.all([job('one', 4), job('one', 4)].map((j) => pool.run(j, { deadline: later(5000) })))
+  t.strictSame(sizes, [8])
+  t.ok(performance.now() - t1 < 90, `a full batch leaves without waiting (${(performance.now() - t1).toFixed(1)} ms)`)
+})
+
+t.test('the batch-size histogram in /metrics shows batched requests', async (t) => {
+  const app = await build(t, { config: { workers: 1, maxBatch: 8, maxBatchWaitMs: 200 } })
+  const img = await rectImage(32, 32, { x: 4, y: 4, w: 8, h: 8 })
+  const codes = await Promise.all([0, 1, 2, 3].map(() => app.inject({ method: 'POST', url: '/segment', payload: form({ image: img, expression: 'the circle' }) }).then((r) => r.statusCode)))
+  t.strictSame(codes, [200, 200, 200, 200])
+  const text = (await app.inject('/metrics')).payload
+  const count = Number(/vlt_inference_batch_size_count (\d+)/.exec(text)?.[1])
+  const sum = Number(/vlt_inference_batch_size_sum (\d+)/.exec(text)?.[1])
+  t.equal(sum, 4, 'four rows in all')
+  t.ok(count < 4, `${count} session.run for 4 concurrent requests`)
+  t.match(text, /vlt_inference_batch_size_bucket\{le="1"\} 0/)
+})
+
+t.test('feature cache: LRU within its byte bound', async (t) => {
+  const entry = (n: number) => ({ features: { data: new Float32Array(new SharedArrayBuffer(n * 4)), shapes: [[n]] }, geometry: letterboxGeometry(S, S, S), format: 'png' })
+  const one = entryBytes(entry(1000))
+  const cache = createFeatureCache(3 * one, 'salt')
+  t.equal(cache.enabled, true)
+  t.equal(cache.key(Buffer.from('a')), cache.key(Buffer.from('a')))
+  t.not(cache.key(Buffer.from('a')), cache.key(Buffer.from('b')))
+  t.not(createFeatureCache(1, 'other').key(Buffer.from('a')), cache.key(Buffer.from('a')), 'the salt (preprocessing, encoder) is part of the key')
+  for (const k of ['a', 'b', 'c']) cache.set(k, entry(1000))
+  t.ok(cache.get('a'), 'a is used again: b is now the oldest')
+  cache.set('d', entry(1000))
+  t.equal(cache.get('b'), undefined, 'b evicted')
+  t.ok(cache.get('a'))
+  t.ok(cache.get('c'))
+  t.ok(cache.get('d'))
+  t.match(cache.stats(), { entries: 3, bytes: 3 * one, evictions: 1, hits: 4, misses: 1, capacityBytes: 3 * one })
+  cache.set('huge', entry(4000))
+  t.equal(cache.get('huge'), undefined, 'an entry larger than the whole cache is not stored')
+  t.equal(cache.stats().entries, 3)
+  cache.set('e', entry(2000))
+  t.ok(cache.stats().bytes <= 3 * one)
+  t.equal(createFeatureCache(0, 'x').enabled, false)
+})
