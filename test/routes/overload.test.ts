@@ -1,0 +1,146 @@
+/**
+ * Overload and worker failure, through the real pool and routes around the fake model ('slow'
+ * sleeps 400 ms in the worker, 'crash' kills it):
+ * - a full queue answers 503 with a Retry-After computed from the queue and measured throughput;
+ * - a request past its deadline gets 504 and its queued work never reaches a worker;
+ * - a client that disconnects has its queued work dropped;
+ * - a dying worker fails only its in-flight requests (503), queued work survives, readiness
+ *   follows the live workers, and the service recovers without a restart.
+ */
+import t from 'tap'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { build, form, rectImage } from '../helper.js'
+import { checkResponse } from '../openapi-validator.js'
+import { retryAfterSeconds, throughputMeter } from '../../src/http/retry-after.js'
+
+const img = await rectImage(32, 32, { x: 4, y: 4, w: 8, h: 8 })
+type App = Awaited<ReturnType<typeof build>>
+const segment = (app: App, expression: string) =>
+  app.inject({ method: 'POST', url: '/segment', payload: form({ image: img, expression }) })
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+async function until (fn: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms
+  while (!fn()) {
+    if (Date.now() > end) throw new Error('timed out')
+    await sleep(10)
+  }
+}
+
+t.test('throughput meter and Retry-After arithmetic', async (t) => {
+  const m = throughputMeter(10_000)
+  t.equal(m.rate(0), undefined, 'no rate before any completion')
+  for (let i = 0; i < 20; i++) m.record(1000 + i * 250) // 4 per second for 5 s
+  t.equal(m.rate(6000), 20 / 5, '20 completions over the 5 s since the oldest')
+  t.equal(m.rate(30_000), undefined, 'all samples left the window')
+  t.equal(retryAfterSeconds(10, 4, 1), 3, 'ceil(10 / 4)')
+  t.equal(retryAfterSeconds(0, 4, 1), 1, 'at least 1 s')
+  t.equal(retryAfterSeconds(10_000, 0.5, 1), 60, 'at most 60 s')
+  t.equal(retryAfterSeconds(6, undefined, 2), 3, 'no measurement: 1 job per second per worker')
+})
+
+t.test('EXPECTED FAILURE - full queue: 503 with Retry-After = work ahead / measured throughput', async (t) => {
+  const app = await build(t, { config: { workers: 1, maxBatch: 1, queueSize: 8 } })
+  // Measure: three 400 ms jobs back to back → about 2.5–3 completions per second.
+  for (let i = 0; i < 3; i++) t.equal((await segment(app, 'slow')).statusCode, 200)
+  // Fill: one in flight + 8 queued.
+  const flood = Array.from({ length: 9 }, () => segment(app, 'slow'))
+  await until(() => app.segmenter.stats().queueDepth === 8)
+  const full = await segment(app, 'the circle')
+  t.equal(full.statusCode, 503)
+  t.equal(full.json().error.code, 'SEG_ERR_QUEUE_FULL')
+  t.strictSame(checkResponse('POST', '/segment', full), [])
+  const retryAfter = Number(full.headers['retry-after'])
+  // 9 jobs ahead at ~2.5–3/s → 3–4 s (a constant would not depend on either).
+  t.ok(retryAfter >= 3 && retryAfter <= 5, `Retry-After ${retryAfter} s for 9 jobs ahead`)
+  for (const r of await Promise.all(flood)) t.equal(r.statusCode, 200)
+})
+
+t.test('EXPECTED FAILURE - deadline: 504, and the queued work never reaches a worker', async (t) => {
+  const app = await build(t, { config: { workers: 1, maxBatch: 1, queueSize: 8, requestTimeoutMs: 200 } })
+  const sizes: number[] = []
+  app.segmenter.onBatch((rows) => sizes.push(rows))
+  const first = segment(app, 'slow') // holds the worker for 400 ms
+  await until(() => app.segmenter.stats().busyWorkers === 1)
+  const queued = await segment(app, 'the circle')
+  t.equal(queued.statusCode, 504)
+  t.equal(queued.json().error.code, 'SEG_ERR_DEADLINE')
+  t.strictSame(checkResponse('POST', '/segment', queued), [])
+  t.equal(app.segmenter.stats().queueDepth, 0, 'dropped from the queue at its deadline')
+  t.equal((await first).statusCode, 504)
+  await until(() => app.segmenter.stats().busyWorkers === 0)
+  t.strictSame(sizes, [1], 'only the first job ever ran')
+  t.equal((await segment(app, 'the circle')).statusCode, 200, 'the worker serves the next request')
+})
+
+t.test('EXPECTED FAILURE - a client that disconnects has its queued work dropped', async (t) => {
+  const app = await build(t, { config: { workers: 1, maxBatch: 1, queueSize: 8 } })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as AddressInfo
+  const sizes: number[] = []
+  app.segmenter.onBatch((rows) => sizes.push(rows))
+  const first = segment(app, 'slow')
+  await until(() => app.segmenter.stats().busyWorkers === 1)
+
+  const fd = form({ image: img, expression: 'the circle' })
+  const req = new Request('http://x/', { method: 'POST', body: fd })
+  const body = Buffer.from(await req.arrayBuffer())
+  const client = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/segment', headers: { 'content-type': req.headers.get('content-type')!, 'content-length': body.length } })
+  client.on('error', () => {})
+  client.end(body)
+  await until(() => app.segmenter.stats().queueDepth === 1)
+  client.destroy()
+  await until(() => app.segmenter.stats().queueDepth === 0, 300)
+  t.pass('left the queue as soon as the client went away')
+  t.equal((await first).statusCode, 200)
+  await sleep(50)
+  t.strictSame(sizes, [1], 'the abandoned job never ran')
+})
+
+t.test('EXPECTED FAILURE - a crash fails every request of its batch with 503, not a hang', async (t) => {
+  const app = await build(t, { config: { workers: 1, maxBatch: 8, queueSize: 8 } })
+  const first = segment(app, 'slow')
+  await until(() => app.segmenter.stats().busyWorkers === 1)
+  // These two queue behind 'slow' and go together into the next session.run, which crashes.
+  const [a, b] = await Promise.all([segment(app, 'crash'), segment(app, 'the circle')])
+  t.equal((await first).statusCode, 200)
+  for (const r of [a, b]) {
+    t.equal(r.statusCode, 503)
+    t.equal(r.json().error.code, 'SEG_ERR_WORKER_CRASHED')
+    t.strictSame(checkResponse('POST', '/segment', r), [])
+  }
+  await until(() => app.segmenter.isReady())
+  t.equal((await segment(app, 'the circle')).statusCode, 200)
+})
+
+t.test('EXPECTED FAILURE - queued work survives a crash and is served by the replacement', async (t) => {
+  const app = await build(t, { config: { workers: 1, maxBatch: 1, queueSize: 8 } })
+  const crash = segment(app, 'crash')
+  const queued = segment(app, 'the white square')
+  t.equal((await crash).statusCode, 503)
+  const res = await queued
+  t.equal(res.statusCode, 200, 'answered by the new worker')
+  t.equal(app.segmenter.stats().restarts, 1)
+})
+
+t.test('EXPECTED FAILURE - one of two workers dies: still ready with one live, then two again', async (t) => {
+  const app = await build(t, { config: { workers: 2, maxBatch: 1 } })
+  t.equal((await segment(app, 'crash')).statusCode, 503)
+  const ready = await app.inject('/readyz')
+  t.equal(ready.statusCode, 200, 'the other worker still serves')
+  t.strictSame(ready.json().workers, { configured: 2, live: 1 })
+  t.equal((await segment(app, 'the circle')).statusCode, 200)
+  await until(() => app.segmenter.stats().liveWorkers === 2)
+  t.strictSame((await app.inject('/readyz')).json().workers, { configured: 2, live: 2 })
+  t.match((await app.inject('/metrics')).payload, /vlt_inference_worker_restarts(_total)? 1/)
+})
+
+t.test('EXPECTED FAILURE - repeated crashes: replaced every time, no restart of the service', async (t) => {
+  const app = await build(t, { config: { workers: 1, maxBatch: 1 } })
+  for (let i = 1; i <= 3; i++) {
+    t.equal((await segment(app, 'crash')).statusCode, 503, `crash ${i}`)
+    await until(() => app.segmenter.isReady())
+    t.equal((await segment(app, 'the circle')).statusCode, 200, `served after crash ${i}`)
+  }
+  t.equal(app.segmenter.stats().restarts, 3)
+})
