@@ -6,9 +6,10 @@
  *
  * Needs Debian's chromium (`apt-get install -y chromium`) and models/vlt-refshapes; skipped, with
  * the reason, without either. Screenshots go to test/e2e/output/; docs/page.png is written when
- * it is missing or when UPDATE_DOCS_SCREENSHOT=1.
+ * it is missing or when UPDATE_DOCS_SCREENSHOT=1. Code run in the page (page.evaluate) reaches the
+ * document through globalThis: this file is type-checked without the DOM library.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -61,7 +62,7 @@ if (!existsSync(CHROMIUM)) {
   /** The overlay canvas's alpha channel (0 or 255 per pixel), as drawn. */
   const overlayAlpha = async (page: Page): Promise<{ width: number, height: number, alpha: Buffer }> => {
     const { width, height, b64 } = await page.evaluate(() => {
-      const c = document.getElementById('overlay') as HTMLCanvasElement
+      const c = (globalThis as any).document.getElementById('overlay')
       const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data
       const a = new Uint8Array(d.length / 4)
       for (let i = 0; i < a.length; i++) a[i] = d[i * 4 + 3]
@@ -72,7 +73,7 @@ if (!existsSync(CHROMIUM)) {
     return { width, height, alpha: Buffer.from(b64, 'base64') }
   }
 
-  const sameMask = async (tt: typeof t, page: Page, png: string, what: string): Promise<void> => {
+  const sameMask = async (tt: Test, page: Page, png: string, what: string): Promise<void> => {
     const drawn = await overlayAlpha(page)
     const mask = await readMask(Buffer.from(png, 'base64'))
     tt.strictSame([drawn.width, drawn.height], [mask.width, mask.height], `${what}: overlay has the mask's size`)
@@ -87,11 +88,11 @@ if (!existsSync(CHROMIUM)) {
 
   const waitRendered = async (page: Page, after: number): Promise<void> => {
     await page.waitForFunction((n) => {
-      const s = document.getElementById('stage')!
+      const s = (globalThis as any).document.getElementById('stage')
       return s.dataset.state === 'done' && Number(s.dataset.renders ?? 0) > n
     }, after, { timeout: 30_000 })
   }
-  const renders = async (page: Page): Promise<number> => await page.evaluate(() => Number(document.getElementById('stage')!.dataset.renders ?? 0))
+  const renders = async (page: Page): Promise<number> => await page.evaluate(() => Number((globalThis as any).document.getElementById('stage').dataset.renders ?? 0))
 
   t.test('upload, describe, see the mask and the queries', async (t) => {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } })
@@ -107,7 +108,7 @@ if (!existsSync(CHROMIUM)) {
 
     // The first Tab stop is the (visually hidden) file input.
     await page.keyboard.press('Tab')
-    t.equal(await page.evaluate(() => document.activeElement?.id), 'file', 'Tab reaches the file input first')
+    t.equal(await page.evaluate(() => (globalThis as any).document.activeElement?.id), 'file', 'Tab reaches the file input first')
 
     const expression = example.expressions[0]
     await page.setInputFiles('#file', exampleFile)
@@ -122,7 +123,7 @@ if (!existsSync(CHROMIUM)) {
 
     t.equal(await page.locator('#query-list .query').count(), numQueries, `the query panel lists Nq=${numQueries} queries`)
     const shown = await page.$$eval('#query-list .query', (lis) => lis.map((li) => ({
-      index: Number((li as HTMLElement).dataset.query),
+      index: Number((li as any).dataset.query),
       confidence: Number(li.querySelector('.conf')!.textContent),
       tokens: [...li.querySelectorAll('.tok')].map((s) => s.textContent),
     })))
@@ -225,7 +226,7 @@ if (!existsSync(CHROMIUM)) {
     await page.fill('#expression', example.expressions[0])
     await page.press('#expression', 'Enter')
     await waitRendered(page, 0)
-    const { scrollWidth, clientWidth } = await page.evaluate(() => ({ scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth }))
+    const { scrollWidth, clientWidth } = await page.evaluate(() => ({ scrollWidth: (globalThis as any).document.documentElement.scrollWidth, clientWidth: (globalThis as any).document.documentElement.clientWidth }))
     t.ok(scrollWidth <= clientWidth, `no horizontal scrolling (${scrollWidth} ≤ ${clientWidth})`)
     await page.screenshot({ path: path.join(OUTPUT, 'page-phone.png'), fullPage: true })
   })
