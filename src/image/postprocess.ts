@@ -130,7 +130,71 @@ export function threshold (p: Plane, thr: number): MaskSummary {
   return { mask, width, height, area, bbox, score: area === 0 ? 0 : sum / area }
 }
 
-/** The whole post-processing of one row. */
+/**
+ * The whole post-processing of one row: the same arithmetic as
+ * threshold(probabilityMap(…)), without its intermediate planes — the first resize computes only
+ * the letterbox window (the crop), and the second is thresholded as it is computed.
+ */
 export function postprocess (logits: Float32Array, maskSize: number, g: Geometry, thr: number): MaskSummary {
-  return threshold(probabilityMap(logits, maskSize, g), thr)
+  const p = sigmoid(logits)
+  // S×S resize restricted to rows dy…dy+nh, columns dx…dx+nw.
+  const xw = axisWeights(maskSize, g.size)
+  const yw = axisWeights(maskSize, g.size)
+  const inner = new Float32Array(g.nw * g.nh)
+  for (let y = 0; y < g.nh; y++) {
+    const r0 = yw.i0[y + g.dy] * maskSize
+    const r1 = yw.i1[y + g.dy] * maskSize
+    const b = yw.w1[y + g.dy]
+    const a = 1 - b
+    const o = y * g.nw
+    for (let x = 0; x < g.nw; x++) {
+      const c0 = xw.i0[x + g.dx]
+      const c1 = xw.i1[x + g.dx]
+      const q = xw.w1[x + g.dx]
+      const pp = 1 - q
+      inner[o + x] = a * (pp * p[r0 + c0] + q * p[r0 + c1]) + b * (pp * p[r1 + c0] + q * p[r1 + c1])
+    }
+  }
+  // W×H resize, thresholded on the fly.
+  const { width, height } = g
+  const xs = axisWeights(g.nw, width)
+  const ys = axisWeights(g.nh, height)
+  const mask = new Uint8Array(width * height)
+  let area = 0
+  let sum = 0
+  let x0 = width
+  let y0 = height
+  let x1 = -1
+  let y1 = -1
+  const sw = g.nw
+  for (let y = 0; y < height; y++) {
+    const r0 = ys.i0[y] * sw
+    const r1 = ys.i1[y] * sw
+    const b = ys.w1[y]
+    const a = 1 - b
+    const o = y * width
+    let rowHit = false
+    for (let x = 0; x < width; x++) {
+      const c0 = xs.i0[x]
+      const c1 = xs.i1[x]
+      const q = xs.w1[x]
+      const pp = 1 - q
+      // Rounded to float32 as the plane would store it, so the comparison is the same.
+      const v = Math.fround(a * (pp * inner[r0 + c0] + q * inner[r0 + c1]) + b * (pp * inner[r1 + c0] + q * inner[r1 + c1]))
+      if (v > thr) {
+        mask[o + x] = 255
+        area++
+        sum += v
+        if (x < x0) x0 = x
+        if (x > x1) x1 = x
+        rowHit = true
+      }
+    }
+    if (rowHit) {
+      if (y < y0) y0 = y
+      y1 = y
+    }
+  }
+  const bbox: MaskSummary['bbox'] = area === 0 ? null : [x0, y0, x1 - x0 + 1, y1 - y0 + 1]
+  return { mask, width, height, area, bbox, score: area === 0 ? 0 : sum / area }
 }

@@ -264,7 +264,13 @@ export function createWorkerPool (opts: PoolOptions): Engine {
     slot.batchId = nextBatchId++
     slot.inflight = batch
     const msg: ToWorker = { type: 'run', batchId: slot.batchId, jobs: batch.map((p) => ({ id: p.id, ...p.job })) }
-    slot.worker.postMessage(msg)
+    // Image tensors are moved, not copied, when they own their buffer (nothing reads them after this).
+    const transfer: ArrayBuffer[] = []
+    for (const p of batch) {
+      const img = p.job.image
+      if (img !== undefined && img.buffer instanceof ArrayBuffer && img.byteOffset === 0 && img.byteLength === img.buffer.byteLength && !transfer.includes(img.buffer)) transfer.push(img.buffer)
+    }
+    slot.worker.postMessage(msg, transfer)
     engine.onBatch?.(rows)
   }
 

@@ -62,3 +62,17 @@ t.test('probabilityMap undoes the letterbox', async (t) => {
   const r = postprocess(logits, m, g, 0.5)
   t.strictSame(Array.from(r.mask), [255, 255, 255, 255, 0, 0, 0, 0])
 })
+
+t.test('postprocess equals threshold(probabilityMap()) exactly', async (t) => {
+  let seed = 3
+  const rand = () => { seed = (seed * 1103515245 + 12345) >>> 0; return (seed >>> 8) / 2 ** 24 }
+  for (const [w, h, S, m] of [[320, 256, 224, 112], [97, 301, 64, 32], [50, 50, 32, 16], [1000, 3, 64, 32]]) {
+    const g = letterboxGeometry(w, h, S)
+    const logits = new Float32Array(m * m).map(() => (rand() - 0.5) * 12)
+    const want = threshold(probabilityMap(logits, m, g), 0.35)
+    const got = postprocess(logits, m, g, 0.35)
+    t.strictSame(Array.from(got.mask), Array.from(want.mask), `${w}×${h}: mask`)
+    t.strictSame([got.area, got.bbox, got.width, got.height], [want.area, want.bbox, want.width, want.height])
+    t.ok(Math.abs(got.score - want.score) < 1e-9, 'score')
+  }
+})

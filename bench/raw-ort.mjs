@@ -1,0 +1,84 @@
+#!/usr/bin/env node
+// The ceiling: onnxruntime-node in one process on pre-made tensors, no HTTP, no image decoding,
+// no post-processing. Prints one JSON object (latencies in ms) on stdout.
+//
+//   node bench/raw-ort.mjs --model models/vlt-refshapes --threads 0 --seconds 3 --batches 1,2,4,8
+//
+// --threads 0 leaves intra-op threads to ONNX Runtime (one per physical core).
+// Measured: model.onnx at each batch size; image_encoder.onnx at batch 1; head.onnx at batch 1
+// and at each K of --heads (one image's features repeated K times), when model.json has `split`.
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import * as ort from 'onnxruntime-node'
+
+const { values: args } = parseArgs({
+  options: {
+    model: { type: 'string', default: 'models/vlt-refshapes' },
+    threads: { type: 'string', default: '0' },
+    seconds: { type: 'string', default: '3' },
+    batches: { type: 'string', default: '1,2,4,8' },
+    heads: { type: 'string', default: '4,8' },
+  },
+})
+const dir = path.resolve(args.model)
+const manifest = JSON.parse(readFileSync(path.join(dir, 'model.json'), 'utf8'))
+const S = manifest.input.size
+const L = manifest.max_words
+const threads = Number(args.threads)
+const seconds = Number(args.seconds)
+const options = { executionProviders: ['cpu'], interOpNumThreads: 1, graphOptimizationLevel: 'all', ...(threads > 0 ? { intraOpNumThreads: threads } : {}) }
+
+let seed = 1
+const rand = () => { seed = (seed * 1103515245 + 12345) >>> 0; return (seed >>> 8) / 2 ** 24 }
+const images = (b) => { const x = new Float32Array(b * 3 * S * S); for (let i = 0; i < x.length; i++) x[i] = rand(); return new ort.Tensor('float32', x, [b, 3, S, S]) }
+const tokens = (b) => {
+  const t = new BigInt64Array(b * L)
+  for (let r = 0; r < b; r++) for (let i = 0; i < 4; i++) t[r * L + i] = BigInt(2 + ((r * 7 + i * 13) % 40))
+  return new ort.Tensor('int64', t, [b, L])
+}
+
+/** Run `fn` for `seconds` after 3 warm-up calls; latency percentiles (ms) and calls/s. */
+async function measure (fn, secs = seconds) {
+  for (let i = 0; i < 3; i++) await fn()
+  const lat = []
+  const t0 = performance.now()
+  while (performance.now() - t0 < secs * 1000 || lat.length < 5) {
+    const a = performance.now()
+    await fn()
+    lat.push(performance.now() - a)
+  }
+  const elapsed = (performance.now() - t0) / 1000
+  lat.sort((a, b) => a - b)
+  const q = (p) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]
+  return { runs: lat.length, p50: q(0.5), p90: q(0.9), p99: q(0.99), mean: lat.reduce((a, v) => a + v, 0) / lat.length, perSecond: lat.length / elapsed }
+}
+
+const out = { model: manifest.name, version: manifest.version, preset: manifest.preset, inputSize: S, threads: threads > 0 ? threads : 'ort-default', whole: {}, encoder: null, head: {} }
+const t0 = performance.now()
+const whole = await ort.InferenceSession.create(path.join(dir, manifest.onnx.file), options)
+out.loadMs = performance.now() - t0
+for (const b of args.batches.split(',').map(Number)) {
+  const feeds = { image: images(b), tokens: tokens(b) }
+  const m = await measure(() => whole.run(feeds))
+  out.whole[b] = { ...m, imagesPerSecond: m.perSecond * b }
+}
+if (manifest.split !== undefined) {
+  const enc = await ort.InferenceSession.create(path.join(dir, manifest.split.image_encoder.file), options)
+  const head = await ort.InferenceSession.create(path.join(dir, manifest.split.head.file), options)
+  const image = images(1)
+  out.encoder = await measure(() => enc.run({ image }))
+  const feats = await enc.run({ image })
+  const names = manifest.split.image_encoder.outputs
+  for (const k of [1, ...args.heads.split(',').map(Number)]) {
+    const feeds = { tokens: tokens(k) }
+    for (const n of names) {
+      const d = feats[n].data
+      const x = new Float32Array(k * d.length)
+      for (let r = 0; r < k; r++) x.set(d, r * d.length)
+      feeds[n] = new ort.Tensor('float32', x, [k, ...feats[n].dims.slice(1)])
+    }
+    out.head[k] = await measure(() => head.run(feeds))
+  }
+}
+process.stdout.write(JSON.stringify(out) + '\n')
