@@ -25,7 +25,10 @@ class VLTConfig:
     vocab_size: int = 2  # rows of the frozen word table (set from the vocabulary at build time)
     word_dim: int = 300  # E: GloVe vector size (300 in the paper; 50 for the bundled GloVe 6B)
     rnn_hidden: int = 1024  # GRU units per direction; forward and backward outputs are summed
-    gru_recurrent_activation: str = "hard_sigmoid"  # Keras 2.3 GRU default for the z/r gates
+    # z/r gate activation: the released graph's GRU keeps the default of its pinned keras==2.3.1,
+    # which is 'sigmoid' (keras/layers/recurrent.py, GRU.__init__); 'hard_sigmoid' was the default
+    # of Keras <= 2.2.
+    gru_recurrent_activation: str = "sigmoid"
     lang_dropout: float = 0.1  # dropout on the GRU input and in the attention pooling
     mask_padding: bool = False  # mask padded words in sentence pooling and QGM attention (none in the paper)
     # * Transformer
@@ -38,6 +41,10 @@ class VLTConfig:
     layer_norm_eps: float = 1e-6  # 1e-14 in the original; 1e-6 is safe in fp32/fp16
     # * Queries
     num_queries: int = 16  # Nq
+    # The released QGM passes the position-encoded queries and words through three Dense+ReLU
+    # layers (q, k, v) before its multi-head attention (model/transfromer_model.py, lang_tf_enc).
+    # Off by default so that configs saved before this field existed load unchanged; on in 'paper'.
+    qgm_input_proj: bool = False
     # * Mask decoder
     decoder_width: int = 256  # channels of the six 3x3 CBLs of the mask decoder
     # * BatchNorm
@@ -100,7 +107,9 @@ class VLTConfig:
 
 
 def _paper(**kw: Any) -> VLTConfig:
-    return VLTConfig(**kw)
+    base: Dict[str, Any] = dict(qgm_input_proj=True)
+    base.update(kw)
+    return VLTConfig(**base)
 
 
 def _tiny(**kw: Any) -> VLTConfig:

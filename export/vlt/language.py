@@ -51,7 +51,7 @@ class KerasGRUCell(nn.Module):
     Arguments:
       input_dim (int): E.
       units (int): hidden size.
-      recurrent_activation (str): 'hard_sigmoid' (Keras 2.3 default) or 'sigmoid'.
+      recurrent_activation (str): 'sigmoid' (Keras 2.3.1 default) or 'hard_sigmoid' (Keras <= 2.2).
     """
 
     def __init__(self, input_dim: int, units: int, *, recurrent_activation: str = "hard_sigmoid") -> None:
@@ -67,7 +67,7 @@ class KerasGRUCell(nn.Module):
 
     def _gate(self, x: torch.Tensor) -> torch.Tensor:
         if self.recurrent_activation == "hard_sigmoid":
-            return torch.clamp(0.2 * x + 0.5, 0.0, 1.0)  # Keras 2.3 hard_sigmoid
+            return torch.clamp(0.2 * x + 0.5, 0.0, 1.0)  # Keras hard_sigmoid
         return torch.sigmoid(x)
 
     def forward(self, x: torch.Tensor, reverse: bool = False) -> torch.Tensor:

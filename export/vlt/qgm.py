@@ -2,7 +2,9 @@
 re-weighted by attention over the words, so that different queries read the sentence differently.
 Follows the released graph (design/VLT.md §1 'QGM' rows): 6 coordinate channels, three 3x3 CBLs,
 a 1x1 conv with bias to Nq maps, a per-map Linear(HW -> D) + ReLU, and full multi-head attention with
-ReLU'd projections and a residual to the visual vector."""
+ReLU'd projections and a residual to the visual vector. With ``input_proj`` (the paper preset) the
+queries, keys and values first pass through their own Linear(D -> D) + ReLU, as the three Dense
+layers in front of the attention in the released graph (model/transfromer_model.py, lang_tf_enc)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ class QueryGenerationModule(nn.Module):
       dim (int): D.
       nheads (int): attention heads.
       mask_padding (bool): padded words get no attention.
+      input_proj (bool): Linear + ReLU on the queries, keys and values before the attention (the
+        released graph's q_inp/k_inp/v_inp Dense layers); absent when False.
     """
 
     def __init__(
@@ -39,6 +43,7 @@ class QueryGenerationModule(nn.Module):
         nheads: int,
         bn_eps: float = 1e-3,
         bn_momentum: float = 0.01,
+        input_proj: bool = False,
     ) -> None:
         super().__init__()
         c = in_channels + 6
@@ -47,6 +52,12 @@ class QueryGenerationModule(nn.Module):
         self.query_maps = nn.Conv2d(c, num_queries, 1, bias=True)
         self.map_to_vector = nn.Linear(feature_size * feature_size, dim)
         self.lang_proj = nn.Linear(lang_dim, dim)
+        # Only created when on, so that state_dicts of configs without them keep their keys.
+        self.input_proj = input_proj
+        if input_proj:
+            self.q_in = nn.Linear(dim, dim)
+            self.k_in = nn.Linear(dim, dim)
+            self.v_in = nn.Linear(dim, dim)
         self.attention = ReLUMultiheadAttention(dim, nheads)
         self.num_queries = num_queries
         self.feature_size = feature_size
@@ -68,7 +79,10 @@ class QueryGenerationModule(nn.Module):
         lang = F.relu(self.lang_proj(words))  # B x L x D
         lang = lang + sine_position_encoding(lang.shape[1], lang.shape[2], lang)
         vq_pos = vq + sine_position_encoding(self.num_queries, vq.shape[2], vq)
-        attended, attn = self.attention(vq_pos, lang, lang, key_padding_mask=pad)
+        q, k, v = vq_pos, lang, lang
+        if self.input_proj:
+            q, k, v = F.relu(self.q_in(q)), F.relu(self.k_in(k)), F.relu(self.v_in(v))
+        attended, attn = self.attention(q, k, v, key_padding_mask=pad)
         return attended + vq, attn  # residual to the visual vector, without position encoding
 
     def _visual_queries(self, fmq: torch.Tensor) -> torch.Tensor:
@@ -88,4 +102,5 @@ def build_qgm(cfg: VLTConfig) -> QueryGenerationModule:
         nheads=cfg.nheads,
         bn_eps=cfg.bn_eps,
         bn_momentum=cfg.bn_momentum,
+        input_proj=cfg.qgm_input_proj,
     )
