@@ -9,6 +9,9 @@ import { build, form, rectImage } from '../helper.js'
 import { checkResponse } from '../openapi-validator.js'
 import { badImages, expressionCases, multipartBody, oddValidImages, type RawPart } from '../fixtures/make-bad-inputs.js'
 
+// Each app starts its own worker threads; on a busy machine that takes seconds.
+t.setTimeout(300_000)
+
 const MAX_TEXT = 500
 const app = await build(t, { config: { maxTextLength: MAX_TEXT, maxExpressions: 3, maxFormFields: 6, maxFormParts: 8, maxImageBytes: 2 * 1024 * 1024 } })
 const img = await rectImage(64, 48, { x: 8, y: 8, w: 16, h: 24 })
