@@ -271,7 +271,7 @@ export function createWorkerPool (opts: PoolOptions): Engine {
       if (img !== undefined && img.buffer instanceof ArrayBuffer && img.byteOffset === 0 && img.byteLength === img.buffer.byteLength && !transfer.includes(img.buffer)) transfer.push(img.buffer)
     }
     slot.worker.postMessage(msg, transfer)
-    engine.onBatch?.(rows)
+    if (rows > 0) engine.onBatch?.(rows)
   }
 
   function checkDrained (): void {

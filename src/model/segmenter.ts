@@ -17,7 +17,7 @@ import { ERR_INVALID_FIELD, ERR_NO_KNOWN_WORDS, expected, SegError } from '../er
 import { decodeImage, type Geometry, letterbox } from '../image/preprocess.js'
 import { createFeatureCache, type FeatureCacheStats } from './feature-cache.js'
 import { loadGolden, loadModelFolder, type Manifest, MODEL_INPUTS, MODEL_OUTPUTS, verifyFile } from './manifest.js'
-import { createWorkerPool, type Engine, type EngineLogger, type EngineStats, type JobOutput } from './pool.js'
+import { createWorkerPool, type Engine, type EngineLogger, type EngineStats, type InferenceJob, type JobOutput, type RunOptions } from './pool.js'
 import type { GoldenCheck, SplitFiles } from './protocol.js'
 import { createTokenizer, type Token, type Tokenized } from './tokenizer.js'
 
@@ -105,9 +105,11 @@ export interface SegmenterOptions {
   maxPixels: number
   /** Feature cache size in bytes; 0 or absent: no cache. Only useful when the engine runs split graphs. */
   featureCacheBytes?: number
+  /** The engine runs the split graphs (jobs may carry features instead of the image). */
+  splitGraphs?: boolean
 }
 
-export function createSegmenter ({ manifest, vocab, engine, maxPixels, featureCacheBytes = 0 }: SegmenterOptions): Segmenter {
+export function createSegmenter ({ manifest, vocab, engine, maxPixels, featureCacheBytes = 0, splitGraphs = false }: SegmenterOptions): Segmenter {
   const cache = createFeatureCache(featureCacheBytes, JSON.stringify({ input: manifest.input, encoder: manifest.split?.image_encoder.sha256 ?? manifest.onnx.sha256, maxPixels }))
   const tokenizer = createTokenizer(vocab, { maxWords: manifest.maxWords, padId: manifest.vocab.padId, unkId: manifest.vocab.unkId })
   const info: ModelInfo = {
@@ -148,6 +150,45 @@ export function createSegmenter ({ manifest, vocab, engine, maxPixels, featureCa
     return all
   }
 
+  /** Workers free to take a job right now (none while jobs queue). */
+  const idleWorkers = (): number => {
+    const st = engine.stats()
+    return st.queueDepth > 0 ? 0 : st.liveWorkers - st.busyWorkers
+  }
+
+  /**
+   * K > 1 expressions while several workers idle: the backbone once (a job of no rows that
+   * returns the features, unless they are cached), then the K head rows spread over the idle
+   * workers, every one reading the same shared features. Under load nothing idles and the
+   * request goes as one job (one backbone pass, one head pass over K rows).
+   */
+  async function runSpread (job: Omit<InferenceJob, 'tokens'>, tokens: number[][], runOpts: RunOptions): Promise<JobOutput> {
+    let features = job.features
+    let first: JobOutput | undefined
+    if (features === undefined) {
+      first = await engine.run({ ...job, tokens: [], wantFeatures: true }, runOpts)
+      features = first.features
+      if (features === undefined) return await engine.run({ ...job, tokens }, runOpts)
+    }
+    const n = Math.max(1, Math.min(tokens.length, idleWorkers()))
+    const size = Math.ceil(tokens.length / n)
+    const chunks: number[][][] = []
+    for (let i = 0; i < tokens.length; i += size) chunks.push(tokens.slice(i, i + size))
+    const outs = await Promise.all(chunks.map((c) => engine.run({ features, key: job.key, geometry: job.geometry, threshold: job.threshold, tokens: c }, runOpts)))
+    const max = (f: (o: JobOutput) => number): number => Math.max(...outs.map(f))
+    return {
+      rows: outs.flatMap((o) => o.rows),
+      queueMs: (first?.queueMs ?? 0) + max((o) => o.queueMs),
+      inferenceMs: (first?.inferenceMs ?? 0) + max((o) => o.inferenceMs),
+      postprocessMs: max((o) => o.postprocessMs),
+      batchSize: max((o) => o.batchSize),
+      features: first?.features,
+    }
+  }
+
+  const run = async (job: Omit<InferenceJob, 'tokens'>, tokens: number[][], runOpts: RunOptions): Promise<JobOutput> =>
+    splitGraphs && tokens.length > 1 && idleWorkers() > 1 ? await runSpread(job, tokens, runOpts) : await engine.run({ ...job, tokens }, runOpts)
+
   async function segment (req: SegmentRequest): Promise<SegmentResult> {
     const t0 = performance.now()
     const threshold = req.threshold ?? manifest.threshold
@@ -165,7 +206,7 @@ export function createSegmenter ({ manifest, vocab, engine, maxPixels, featureCa
     if (cached !== undefined) {
       ({ geometry, format } = cached)
       t1 = t2 = performance.now()
-      out = await engine.run({ features: cached.features, key, tokens, geometry, threshold }, runOpts)
+      out = await run({ features: cached.features, key, geometry, threshold }, tokens, runOpts)
     } else {
       const image = await decodeImage(req.image, { maxPixels })
       t1 = performance.now()
@@ -173,7 +214,7 @@ export function createSegmenter ({ manifest, vocab, engine, maxPixels, featureCa
       t2 = performance.now()
       geometry = pre.geometry
       format = image.format
-      out = await engine.run({ image: pre.data, key, wantFeatures: key !== undefined, tokens, geometry, threshold }, runOpts)
+      out = await run({ image: pre.data, key, wantFeatures: key !== undefined, geometry, threshold }, tokens, runOpts)
       if (key !== undefined && out.features !== undefined) cache.set(key, { features: out.features, geometry, format })
     }
     const t3 = performance.now()
@@ -215,7 +256,7 @@ export function createSegmenter ({ manifest, vocab, engine, maxPixels, featureCa
         total: t4 - t0,
       },
       batchSize: out.batchSize,
-      featureCache: cached !== undefined ? 'hit' : out.features !== undefined ? 'miss' : 'off',
+      featureCache: key === undefined ? 'off' : cached !== undefined ? 'hit' : 'miss',
     }
   }
 
@@ -298,5 +339,5 @@ export async function createSegmenterFromFolder (opts: FolderOptions): Promise<S
   })
   // Without the split graphs there are no features to cache.
   const featureCacheBytes = split !== undefined ? Math.round((opts.featureCacheMb ?? 0) * 1024 * 1024) : 0
-  return createSegmenter({ manifest, vocab, engine, maxPixels: opts.maxImagePixels, featureCacheBytes })
+  return createSegmenter({ manifest, vocab, engine, maxPixels: opts.maxImagePixels, featureCacheBytes, splitGraphs: split !== undefined })
 }

@@ -144,7 +144,10 @@ export async function inferBatch (backend: Backend, jobs: RunJob[], init: Pick<W
       b++
     }
   })
-  const out = await backend.head({ maps, shapes, batch: rows }, buildTokens(jobs, init.maxWords))
+  // Jobs of no rows only want the features (a K-row request spread over several workers).
+  const out = rows > 0
+    ? await backend.head({ maps, shapes, batch: rows }, buildTokens(jobs, init.maxWords))
+    : { mask_logits: new Float32Array(0), query_confidence: new Float32Array(0), word_attention: new Float32Array(0) }
 
   const features = new Map<number, ImageFeatures>()
   const shared = new Map<number, ImageFeatures>()

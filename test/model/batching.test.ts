@@ -19,7 +19,8 @@ const job = (word: string, rows = 1) => ({
 const later = (ms: number) => Date.now() + ms
 
 t.test('a lone request waits for company at most MAX_BATCH_WAIT_MS', async (t) => {
-  for (const wait of [0, 150]) {
+  // Generous slack: these must hold on a loaded machine too; the point is the bound, not speed.
+  for (const wait of [0, 300]) {
     const pool = fakePool(testConfig({ workers: 1, maxBatch: 8, maxBatchWaitMs: wait }))
     t.teardown(() => pool.close())
     await pool.started
@@ -27,24 +28,25 @@ t.test('a lone request waits for company at most MAX_BATCH_WAIT_MS', async (t) =
     const t0 = performance.now()
     const out = await pool.run(job('one'), { deadline: later(5000) })
     const ms = performance.now() - t0
-    t.ok(ms <= wait + 60, `MAX_BATCH_WAIT_MS=${wait}: answered in ${ms.toFixed(1)} ms`)
-    t.ok(out.queueMs <= wait + 15, `queued ${out.queueMs.toFixed(1)} ms`)
+    t.ok(ms <= wait + 250, `MAX_BATCH_WAIT_MS=${wait}: answered in ${ms.toFixed(1)} ms`)
+    t.ok(out.queueMs <= wait + 100, `queued ${out.queueMs.toFixed(1)} ms`)
+    if (wait > 0) t.ok(out.queueMs >= wait - 5, 'a lone request on the only worker does wait for company')
     t.equal(out.batchSize, 1)
   }
 })
 
 t.test('with another worker idle, a lone request does not wait at all', async (t) => {
-  const pool = fakePool(testConfig({ workers: 2, maxBatch: 8, maxBatchWaitMs: 500 }))
+  const pool = fakePool(testConfig({ workers: 2, maxBatch: 8, maxBatchWaitMs: 2000 }))
   t.teardown(() => pool.close())
   await pool.started
   const t0 = performance.now()
   const out = await pool.run(job('one'), { deadline: later(5000) })
-  t.ok(performance.now() - t0 < 200, `answered in ${(performance.now() - t0).toFixed(1)} ms, not after 500`)
-  t.ok(out.queueMs < 5, `queued ${out.queueMs.toFixed(2)} ms`)
+  t.ok(performance.now() - t0 < 1000, `answered in ${(performance.now() - t0).toFixed(1)} ms, not after 2000`)
+  t.ok(out.queueMs < 50, `queued ${out.queueMs.toFixed(2)} ms`)
 })
 
 t.test('concurrent requests share one session.run, within the wait', async (t) => {
-  const pool = fakePool(testConfig({ workers: 1, maxBatch: 8, maxBatchWaitMs: 100 }))
+  const pool = fakePool(testConfig({ workers: 1, maxBatch: 8, maxBatchWaitMs: 1000 }))
   t.teardown(() => pool.close())
   await pool.started
   const sizes: number[] = []
@@ -53,18 +55,18 @@ t.test('concurrent requests share one session.run, within the wait', async (t) =
   const outs = await Promise.all([job('one'), job('the', 2), job('circle'), job('square')].map((j) => pool.run(j, { deadline: later(5000) })))
   t.strictSame(sizes, [5], 'one batch of 5 rows')
   t.strictSame(outs.map((o) => o.batchSize), [5, 5, 5, 5])
-  t.ok(performance.now() - t0 < 100 + 100, 'a full-enough batch is not held past the wait')
+  t.ok(performance.now() - t0 < 1000 + 500, 'not held past the wait')
 
   // A batch that reaches MAX_BATCH leaves at once.
   sizes.length = 0
   const t1 = performance.now()
   await Promise.all([job('one', 4), job('one', 4)].map((j) => pool.run(j, { deadline: later(5000) })))
   t.strictSame(sizes, [8])
-  t.ok(performance.now() - t1 < 90, `a full batch leaves without waiting (${(performance.now() - t1).toFixed(1)} ms)`)
+  t.ok(performance.now() - t1 < 700, `a full batch leaves without waiting for the 1000 ms (${(performance.now() - t1).toFixed(1)} ms)`)
 })
 
 t.test('the batch-size histogram in /metrics shows batched requests', async (t) => {
-  const app = await build(t, { config: { workers: 1, maxBatch: 8, maxBatchWaitMs: 200 } })
+  const app = await build(t, { config: { workers: 1, maxBatch: 8, maxBatchWaitMs: 500 } })
   const img = await rectImage(32, 32, { x: 4, y: 4, w: 8, h: 8 })
   const codes = await Promise.all([0, 1, 2, 3].map(() => app.inject({ method: 'POST', url: '/segment', payload: form({ image: img, expression: 'the circle' }) }).then((r) => r.statusCode)))
   t.strictSame(codes, [200, 200, 200, 200])

@@ -106,6 +106,30 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
     }
   })
 
+  t.test('with two idle workers, K rows are spread over both after one backbone pass; same answers', async (t) => {
+    const one = await segmenter(t, { featureCacheMb: 0 })
+    const two = await segmenter(t, { workers: 2, featureCacheMb: 64 })
+    const encodes: number[] = []
+    const batches: number[] = []
+    two.onEncode((n) => encodes.push(n))
+    two.onBatch((n) => batches.push(n))
+    const exprs = [golden.expression, 'the left one', 'the big red circle', 'square', 'the small one']
+    const want = await one.segment(req(exprs))
+    for (const round of ['miss', 'hit'] as const) {
+      encodes.length = 0
+      batches.length = 0
+      const got = await two.segment(req(exprs))
+      t.equal(got.featureCache, round)
+      t.strictSame(encodes, round === 'miss' ? [1] : [], 'one backbone pass (none on a hit)')
+      t.strictSame(batches.sort(), [2, 3], 'head rows spread over the two workers')
+      t.strictSame(got.results.map((r) => r.expression), exprs, 'answers in the order asked')
+      for (let k = 0; k < exprs.length; k++) {
+        t.ok(got.results[k].png.equals(want.results[k].png), `${round}: expression ${k}: same mask`)
+        t.ok(Math.abs(got.results[k].score - want.results[k].score) <= 1e-5, `${round}: expression ${k}: same score`)
+      }
+    }
+  })
+
   t.test('a repeated image is a cache hit: no backbone pass, the same answer, counted in /metrics', async (t) => {
     const config = testConfig({ modelPath: MODEL_DIR, featureCacheMb: 64 })
     const app = buildApp(config)
