@@ -8,11 +8,23 @@
  * Execution providers are tried in the configured order. If a GPU provider cannot be loaded the
  * worker falls back to CPU with a warning, unless REQUIRE_GPU is set: then it fails (fatal).
  */
+import os from 'node:os'
 import * as ort from 'onnxruntime-node'
 import type { WorkerInit } from './protocol.js'
 import { type Backend, type BackendFactory, type Outputs, serveWorker } from './worker-core.js'
 
+/**
+ * Niceness of this thread and of the intra-op threads ONNX Runtime starts from it (threads inherit
+ * it when created): under saturation the event loop — /healthz, request parsing, answers — gets
+ * the CPU first, and inference takes the rest. On Linux setpriority(0) applies to the calling
+ * thread only; raising one's own niceness needs no privilege.
+ */
+const INFERENCE_NICENESS = 5
+
 const createOrtBackend: BackendFactory = async (init: WorkerInit, log) => {
+  try {
+    os.setPriority(Math.min(19, os.getPriority() + INFERENCE_NICENESS))
+  } catch {}
   const options = (providers: string[]): ort.InferenceSession.SessionOptions => ({
     executionProviders: providers,
     intraOpNumThreads: init.threads,
