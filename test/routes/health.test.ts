@@ -51,6 +51,8 @@ t.test('shutdown: readiness turns 503 at once, the request in flight finishes, t
   let release!: () => void
   const released = new Promise<void>((resolve) => { release = resolve })
   const probe = rawRequest(port, 'GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n', released)
+  // Until the request is on the worker (on a busy machine that takes more than a moment).
+  for (let i = 0; i < 3000 && app.segmenter.stats().busyWorkers === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
   await new Promise((resolve) => setTimeout(resolve, 100))
 
   let closed = false
