@@ -47,18 +47,25 @@ def lr_at(progress: float, *, base_lr: float, warmup: float, final_ratio: float)
 
 
 class ModelEma:
-    """Exponential moving average of parameters and buffers (BatchNorm statistics copied)."""
+    """Exponential moving average of parameters and buffers (BatchNorm statistics copied).
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) over the first updates n, so the average
+    does not keep a large share of the random initial weights for thousands of steps (without the
+    warm-up, after 1500 steps at 0.999 the initial weights still weigh 0.999**1500 = 22 %)."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.module = copy.deepcopy(model).eval()
         self.decay = decay
+        self.updates = 0
         for p in self.module.parameters():
             p.requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
         for e, m in zip(self.module.parameters(), model.parameters()):
-            e.mul_(self.decay).add_(m.detach(), alpha=1.0 - self.decay)
+            e.mul_(decay).add_(m.detach(), alpha=1.0 - decay)
         for e, m in zip(self.module.buffers(), model.buffers()):
             e.copy_(m)
 

@@ -98,9 +98,10 @@ def main(args: argparse.Namespace) -> Path:
     step, elapsed = 0, 0.0
     if resume:
         optimizer.load_state_dict(ckpt["optimizer"])
+        step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
         if ema is not None and ckpt.get("model_ema") is not None:
             ema.module.load_state_dict(ckpt["model_ema"])
-        step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+            ema.updates = int(ckpt.get("ema_updates", step))
         print(f"resumed at step {step} ({elapsed / 60:.1f} min)")
 
     # 4) data: an endless seeded stream; a fixed monitor set from another seed for the curve
@@ -125,7 +126,7 @@ def main(args: argparse.Namespace) -> Path:
     def checkpoint() -> None:
         save_checkpoint(
             ckpt_path, model=model.state_dict(), model_ema=ema.module.state_dict() if ema else None,
-            optimizer=optimizer.state_dict(), step=step, elapsed=time.time() - t_start, config=cfg.to_dict(),
+            optimizer=optimizer.state_dict(), step=step, ema_updates=ema.updates if ema else 0, elapsed=time.time() - t_start, config=cfg.to_dict(),
             vocab=vocab, vocab_info=vocab_info, args={k: str(v) for k, v in vars(args).items()},
         )
 

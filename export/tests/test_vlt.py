@@ -161,3 +161,18 @@ def test_loss_is_summed_over_pixels_per_sample():
     target = torch.ones(2, 1, 4, 4)
     expected = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / 2
     assert torch.allclose(referring_loss(logits, target), expected)
+
+
+def test_ema_tracks_the_model_early_and_averages_later():
+    from export.engine import ModelEma
+
+    model = torch.nn.Linear(2, 2)
+    ema = ModelEma(model, decay=0.999)
+    for _ in range(30):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        ema.update(model)
+    # With the warm-up the average is dominated by recent weights, not by the initial ones.
+    gap = (model.weight - ema.module.weight).abs().max().item()
+    assert gap < 5.0, gap
+    assert ema.module.weight.requires_grad is False
