@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# From a finished training run to the shipped model folder, with every figure of its model card:
+#   bash export/tools/release_default_model.sh [runs/tiny] [models/vlt-refshapes] [version]
+# 1) choose raw or EMA weights on the run's own monitor set (generated, seed 777 — not val);
+# 2) export to ONNX (parity-checked); 3) evaluate on ../shared/refshapes/val and on a fresh set of
+# our own generator (seed 2); 4) record both in model.json; 5) print the learning curve.
+set -euo pipefail
+run=${1:-runs/tiny}; out=${2:-models/vlt-refshapes}; version=${3:-1.0.0}
+val=${VAL:-../shared/refshapes/val}
+py=${PYTHON:-python3}
+
+for w in ema no-ema; do
+  $py -m export.evaluate --checkpoint "$run/checkpoint.pt" --$w --data "$run/monitor" --json "$run/monitor-$w.json" >/dev/null
+done
+pick=$($py - "$run" <<'PY'
+import json, sys
+run = sys.argv[1]
+score = {w: json.load(open(f"{run}/monitor-{w}.json"))["overall"]["mIoU"] for w in ("ema", "no-ema")}
+print(max(score, key=score.get))
+PY
+)
+echo "monitor mIoU: ema $($py -c "import json;print(round(json.load(open('$run/monitor-ema.json'))['overall']['mIoU'],2))"), raw $($py -c "import json;print(round(json.load(open('$run/monitor-no-ema.json'))['overall']['mIoU'],2))") -> exporting --$pick"
+
+$py -m export.export_onnx --checkpoint "$run/checkpoint.pt" --$pick --out "$out" --version "$version"
+$py -m export.evaluate --model "$out" --data "$val" --json "$run/val.json"
+[ -f "$run/refshapes-seed2/annotations.jsonl" ] || $py -m export.data.refshapes --out "$run/refshapes-seed2" --seed 2 --expressions 1000
+$py -m export.evaluate --model "$out" --data "$run/refshapes-seed2" --json "$run/seed2.json"
+$py - "$run" "$pick" <<'PY'
+import json, sys
+run, pick = sys.argv[1], sys.argv[2]
+ckpt_args = __import__("torch").load(f"{run}/checkpoint.pt", map_location="cpu", weights_only=False)
+info = {"data": "RefShapes v1, streamed from export/data/refshapes.py (seeded, endless)",
+        "steps": ckpt_args["step"], "minutes": round(ckpt_args["elapsed"] / 60, 1), "weights": pick,
+        "args": ckpt_args["args"], "log": "log.jsonl of the run; see the model card's learning curve"}
+json.dump(info, open(f"{run}/training.json", "w"), indent=1)
+PY
+$py -m export.tools.record_metrics "$out" --metrics "val=$run/val.json" --metrics "refshapes_seed2=$run/seed2.json" \
+  --training "$run/training.json"
+$py -m export.tools.learning_curve "$run/log.jsonl"
