@@ -99,9 +99,12 @@ def main(args: argparse.Namespace) -> Path:
     if resume:
         optimizer.load_state_dict(ckpt["optimizer"])
         step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
-        if ema is not None and ckpt.get("model_ema") is not None:
+        if ema is not None and ckpt.get("model_ema") is not None and "ema_updates" in ckpt:
             ema.module.load_state_dict(ckpt["model_ema"])
-            ema.updates = int(ckpt.get("ema_updates", step))
+            ema.updates = int(ckpt["ema_updates"])
+        # A checkpoint without "ema_updates" was written before the EMA had its warm-up; its
+        # average still holds a large share of the initial weights, so the EMA restarts from the
+        # current weights instead.
         print(f"resumed at step {step} ({elapsed / 60:.1f} min)")
 
     # 4) data: an endless seeded stream; a fixed monitor set from another seed for the curve
