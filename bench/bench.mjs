@@ -4,6 +4,7 @@
 //
 //   npm run bench -- [--seconds 10] [--soak-minutes 1] [--model models/vlt-refshapes]
 //                    [--paper /tmp/vlt-paper-model] [--no-paper] [--no-python] [--out results.md]
+//                    [--env KEY=VALUE …]   (extra service environment; default: none, the defaults)
 //
 // Phases (never two at once, so they do not share the CPUs):
 //   1. raw: bench/raw-ort.mjs in its own process — model.onnx at batch 1, 2, 4, 8 with one
@@ -37,10 +38,13 @@ const { values: args } = parseArgs({
     'no-python': { type: 'boolean', default: false },
     python: { type: 'string', default: 'python' },
     samples: { type: 'string', default: '20' },
+    env: { type: 'string', multiple: true, default: [] },
     out: { type: 'string' },
     json: { type: 'string' },
   },
 })
+/** --env KEY=VALUE (repeatable): extra environment for the service, e.g. --env WORKERS=1. */
+const SERVICE_ENV = Object.fromEntries(args.env.map((kv) => { const i = kv.indexOf('='); return [kv.slice(0, i), kv.slice(i + 1)] }))
 const SECONDS = Number(args.seconds)
 const SOAK_S = Number(args['soak-minutes']) * 60
 const SAMPLES = Number(args.samples)
@@ -220,7 +224,7 @@ async function main () {
 
   // 2. the service, default configuration
   log('service: starting')
-  const svc = await startServer('service', { MODEL_PATH: MODEL })
+  const svc = await startServer('service', { MODEL_PATH: MODEL, ...SERVICE_ENV })
   results.service = { loadMs: svc.loadMs, rssReady: svc.rss() }
   try {
     results.service.loads = await loads(svc, cold, 'service', { probe: true })
@@ -305,7 +309,7 @@ async function main () {
       const pm = JSON.parse(readFileSync(path.join(dir, 'model.json'), 'utf8'))
       const praw = raw(dir, 0, Math.max(2, Number(args['raw-seconds'])), ['--batches', '1', '--heads', '1'])
       log('paper preset: service')
-      const ps = await startServer('service', { MODEL_PATH: dir })
+      const ps = await startServer('service', { MODEL_PATH: dir, ...SERVICE_ENV })
       try {
         const lat = []
         const b = body(pngs[1], [EXPRESSIONS[0]])
@@ -337,7 +341,7 @@ function report (R) {
 
   L.push(`Machine: ${R.machine.cpu}, ${R.machine.cpus} CPUs, ${R.machine.memGiB.toFixed(0)} GiB, ${R.machine.platform}, Node ${R.machine.node}.`)
   L.push(`Model: ${R.model.name}@${R.model.version} (preset ${R.model.preset}, ${R.model.inputSize}×${R.model.inputSize} input); requests: ${R.image.width}×${R.image.height} PNG (≈${(R.image.bytes / 1024).toFixed(0)} KiB), one expression unless stated, a different image each time unless stated.`)
-  L.push(`Load: ${R.args.seconds} s per concurrency, raw ${R.args['raw-seconds']} s per batch size, soak ${R.args['soak-minutes']} min.`)
+  L.push(`Load: ${R.args.seconds} s per concurrency, raw ${R.args['raw-seconds']} s per batch size, soak ${R.args['soak-minutes']} min. Service environment: ${R.args.env.length > 0 ? R.args.env.join(' ') : 'defaults'}.`)
   L.push('')
   L.push('### Raw ONNX Runtime (ceiling: one process, pre-made tensors)')
   L.push('')
@@ -350,7 +354,7 @@ function report (R) {
   }
   L.push('')
   const S = R.service
-  L.push(`### Service over HTTP (default configuration; ready in ${r1(S.loadMs)} ms, RSS ${mb(S.rssReady)} MiB when ready)`)
+  L.push(`### Service over HTTP (${R.args.env.length > 0 ? R.args.env.join(' ') : 'default configuration'}; ready in ${r1(S.loadMs)} ms, RSS ${mb(S.rssReady)} MiB when ready)`)
   L.push('')
   L.push('| server | concurrency | requests/s | p50 ms | p90 ms | p99 ms | errors | /healthz p99 ms | RSS MiB |')
   L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|')
