@@ -160,7 +160,7 @@ class ReferDataset(torch.utils.data.Dataset):
         folder = self.root / dataset
         refs_path = folder / f"refs({self.split_by}).p"
         if not refs_path.exists():
-            raise FileNotFoundError(f"no {refs_path}; see "Training on RefCOCO" in README.md for where the REFER files go")
+            raise FileNotFoundError(f"no {refs_path}; see 'Training on RefCOCO' in README.md for where the REFER files go")
         self.refs = [r for r in load_refs(refs_path) if r["split"] == split]
         if not self.refs:
             raise ValueError(f"{refs_path} has no refs in split {split!r}")
