@@ -59,7 +59,7 @@ def collect_records(
     batch_size: int = 16,
     workers: int = 0,
     limit: Optional[int] = None,
-) -> Dict[str, Dict[str, float]]:
+) -> List[Tuple[str, int, int]]:
     """Run ``predict`` over every sentence of ``data`` (an evaluation-mode ReferDataset).
 
     Returns:
