@@ -142,19 +142,33 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def load_predictor(
+    *, model: Optional[Path] = None, checkpoint: Optional[Path] = None, ema: bool = True, threads: int = 0,
+    device: str = "cpu",
+) -> Tuple[Predictor, Tokenizer, int, float]:
+    """A model folder (onnxruntime) or a training checkpoint (PyTorch) -> (predict, tokenizer,
+    input size S, mask threshold)."""
+    if model is not None:
+        predict, manifest = onnx_predictor(model, threads)
+        tokenizer = Tokenizer.from_file(model / manifest["vocab"]["file"], manifest["max_words"])
+        return predict, tokenizer, manifest["input"]["size"], manifest["output"]["threshold"]
+    import torch
+
+    from export.engine import load_checkpoint
+
+    assert checkpoint is not None, "give a model folder or a checkpoint"
+    if threads:
+        torch.set_num_threads(threads)
+    net, ckpt = load_checkpoint(checkpoint, ema=ema)
+    tokenizer = Tokenizer(ckpt["vocab"], int(ckpt["config"]["max_words"]))
+    return torch_predictor(net.to(device), device=device), tokenizer, ckpt["config"]["image_size"], THRESHOLD
+
+
 def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
     t0 = time.time()
-    if args.model is not None:
-        predict, manifest = onnx_predictor(args.model, args.threads)
-        tokenizer = Tokenizer.from_file(args.model / manifest["vocab"]["file"], manifest["max_words"])
-        size, threshold = manifest["input"]["size"], manifest["output"]["threshold"]
-    else:
-        from export.engine import load_checkpoint
-
-        model, ckpt = load_checkpoint(args.checkpoint, ema=args.ema)
-        predict = torch_predictor(model)
-        tokenizer = Tokenizer(ckpt["vocab"], model_cfg_max_words(ckpt))
-        size, threshold = ckpt["config"]["image_size"], THRESHOLD
+    predict, tokenizer, size, threshold = load_predictor(
+        model=args.model, checkpoint=args.checkpoint, ema=args.ema, threads=args.threads
+    )
     metrics = evaluate_set(
         predict, data=args.data, tokenizer=tokenizer, image_size=size, threshold=threshold,
         batch_size=args.batch_size, limit=args.limit,
@@ -164,10 +178,6 @@ def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
     if args.json:
         args.json.write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics
-
-
-def model_cfg_max_words(ckpt: dict) -> int:
-    return int(ckpt["config"]["max_words"])
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from export.data.refer import ReferDataset, default_split_by
-from export.evaluate import Predictor, format_table, iou, onnx_predictor, summarise, torch_predictor
+from export.evaluate import Predictor, format_table, iou, load_predictor, summarise
 from export.preprocess import THRESHOLD, Letterbox, binary_mask, letterbox_image
 from export.vlt.tokenizer import Tokenizer
 
@@ -110,19 +110,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> Dict[str, Any]:
     t0 = time.time()
-    if args.model is not None:
-        predict, manifest = onnx_predictor(args.model, args.threads)
-        tokenizer = Tokenizer.from_file(args.model / manifest["vocab"]["file"], manifest["max_words"])
-        size, threshold = manifest["input"]["size"], manifest["output"]["threshold"]
-    else:
-        from export.engine import load_checkpoint
-
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        model, ckpt = load_checkpoint(args.checkpoint, ema=args.ema)
-        predict = torch_predictor(model.to(args.device), device=args.device)
-        tokenizer = Tokenizer(ckpt["vocab"], int(ckpt["config"]["max_words"]))
-        size, threshold = ckpt["config"]["image_size"], THRESHOLD
+    predict, tokenizer, size, threshold = load_predictor(
+        model=args.model, checkpoint=args.checkpoint, ema=args.ema, threads=args.threads, device=args.device
+    )
     split_by = args.split_by or default_split_by(args.dataset)
     records: List[Tuple[str, int, int]] = []
     for split in args.splits:
