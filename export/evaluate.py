@@ -128,17 +128,22 @@ def format_table(metrics: Dict[str, Dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("VLT evaluation on a RefShapes-format set", add_help=False)
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The options every evaluator shares: which model (folder or checkpoint) and how to run it."""
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--model", type=Path, help="a model folder (model.onnx + model.json + vocab.txt), run in onnxruntime")
     g.add_argument("--checkpoint", type=Path, help="a training checkpoint, run in PyTorch")
-    p.add_argument("--data", type=Path, required=True, help="a set folder with annotations.jsonl, images/, masks/")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N expressions")
     p.add_argument("--batch-size", type=int, default=16, help="expressions per forward pass")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: library default)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the checkpoint's EMA weights")
     p.add_argument("--json", type=Path, default=None, help="also write the metrics here as JSON")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("VLT evaluation on a RefShapes-format set", add_help=False)
+    add_model_args(p)
+    p.add_argument("--data", type=Path, required=True, help="a set folder with annotations.jsonl, images/, masks/")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N expressions")
     return p
 
 

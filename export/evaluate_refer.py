@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from export.data.refer import ReferDataset, default_split_by
-from export.evaluate import Predictor, format_table, iou, load_predictor, summarise
+from export.evaluate import Predictor, add_model_args, format_table, iou, load_predictor, summarise
 from export.preprocess import THRESHOLD, Letterbox, binary_mask, letterbox_image
 from export.vlt.tokenizer import Tokenizer
 
@@ -88,9 +88,7 @@ def evaluate_refer(predict: Predictor, data: ReferDataset, **kw: Any) -> Dict[st
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("VLT evaluation on RefCOCO / RefCOCO+ / G-Ref", add_help=False)
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--model", type=Path, help="a model folder (model.onnx + model.json + vocab.txt), run in onnxruntime")
-    g.add_argument("--checkpoint", type=Path, help="a training checkpoint, run in PyTorch")
+    add_model_args(p)  # --model/--checkpoint, --batch-size, --threads, --ema, --json
     # * Data
     p.add_argument("--refer-root", type=Path, required=True, help="folder with <dataset>/refs(<split_by>).p + instances.json")
     p.add_argument("--images", type=Path, default=None, help="COCO train2014 folder (default: looked up under --refer-root)")
@@ -99,12 +97,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", nargs="+", default=["val"], help="splits to score, e.g. val testA testB")
     p.add_argument("--limit", type=int, default=None, help="score only the first N sentences of each split")
     # * Running
-    p.add_argument("--batch-size", type=int, default=16, help="expressions per forward pass")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding and letterboxing images")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device of --checkpoint")
-    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: library default)")
-    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the checkpoint's EMA weights")
-    p.add_argument("--json", type=Path, default=None, help="also write the metrics here as JSON")
     return p
 
 
