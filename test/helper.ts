@@ -106,3 +106,14 @@ export async function readMask (png: Buffer): Promise<{ width: number, height: n
   const { data, info } = await sharp(png).toColourspace('b-w').raw().toBuffer({ resolveWithObject: true })
   return { width: info.width, height: info.height, channels: meta.channels ?? 0, data }
 }
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Poll `fn` every 10 ms until it holds; throw after `ms`. */
+export async function until (fn: () => boolean, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms
+  while (!fn()) {
+    if (Date.now() > end) throw new Error('timed out')
+    await sleep(10)
+  }
+}

@@ -9,7 +9,7 @@
 import t from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { build, form, rectImage } from '../helper.js'
+import { build, form, rectImage, sleep, until } from '../helper.js'
 import { checkResponse } from '../openapi-validator.js'
 import { retryAfterSeconds, throughputMeter } from '../../src/http/retry-after.js'
 
@@ -20,14 +20,6 @@ const img = await rectImage(32, 32, { x: 4, y: 4, w: 8, h: 8 })
 type App = Awaited<ReturnType<typeof build>>
 const segment = (app: App, expression: string) =>
   app.inject({ method: 'POST', url: '/segment', payload: form({ image: img, expression }) })
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-async function until (fn: () => boolean, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!fn()) {
-    if (Date.now() > end) throw new Error('timed out')
-    await sleep(10)
-  }
-}
 
 t.test('throughput meter and Retry-After arithmetic', async (t) => {
   const m = throughputMeter(10_000)

@@ -5,7 +5,7 @@
  * without a restart.
  */
 import t from 'tap'
-import { build, form, rectImage } from '../helper.js'
+import { build, form, rectImage, until } from '../helper.js'
 import { checkResponse } from '../openapi-validator.js'
 
 // Each app starts its own worker threads; on a busy machine that takes seconds.
@@ -15,14 +15,6 @@ const img = await rectImage(32, 32, { x: 4, y: 4, w: 8, h: 8 })
 type App = Awaited<ReturnType<typeof build>>
 const segment = (app: App, expression: string) =>
   app.inject({ method: 'POST', url: '/segment', payload: form({ image: img, expression }) })
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-async function until (fn: () => boolean, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!fn()) {
-    if (Date.now() > end) throw new Error('timed out')
-    await sleep(10)
-  }
-}
 
 t.test('EXPECTED FAILURE - a crash fails every request of its batch with 503, not a hang', async (t) => {
   const app = await build(t, { config: { workers: 1, maxBatch: 8, queueSize: 8 } })
