@@ -7,6 +7,7 @@ import type { Test } from 'tap'
 import sharp from 'sharp'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../src/app.js'
+import { letterboxGeometry } from '../src/image/preprocess.js'
 import { type Config, defaultConfig } from '../src/config.js'
 import { parseManifest } from '../src/model/manifest.js'
 import { createWorkerPool, type Engine, type EngineLogger } from '../src/model/pool.js'
@@ -117,3 +118,15 @@ export async function until (fn: () => boolean, ms = 30_000): Promise<void> {
     await sleep(10)
   }
 }
+
+/** A pool job for the fake model: a blank 32×32 image and `rows` token rows of one vocabulary word. */
+export const FAKE_JOB_SIZE = 32
+export const fakeJob = (word: string, rows = 1) => ({
+  image: new Float32Array(3 * FAKE_JOB_SIZE * FAKE_JOB_SIZE),
+  tokens: Array.from({ length: rows }, () => [FAKE_VOCAB.indexOf(word), 0, 0, 0, 0]),
+  geometry: letterboxGeometry(FAKE_JOB_SIZE, FAKE_JOB_SIZE, FAKE_JOB_SIZE),
+  threshold: 0.35,
+})
+
+/** A deadline `ms` from now. */
+export const later = (ms: number): number => Date.now() + ms

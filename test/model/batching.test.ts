@@ -6,17 +6,8 @@
 import t from 'tap'
 import { letterboxGeometry } from '../../src/image/preprocess.js'
 import { createFeatureCache, entryBytes } from '../../src/model/feature-cache.js'
-import { FAKE_VOCAB } from '../fixtures/fake-model.js'
-import { build, fakePool, form, rectImage, testConfig } from '../helper.js'
+import { build, FAKE_JOB_SIZE as S, fakeJob as job, fakePool, form, later, rectImage, testConfig } from '../helper.js'
 
-const S = 32
-const job = (word: string, rows = 1) => ({
-  image: new Float32Array(3 * S * S),
-  tokens: Array.from({ length: rows }, () => [FAKE_VOCAB.indexOf(word), 0, 0, 0, 0]),
-  geometry: letterboxGeometry(S, S, S),
-  threshold: 0.35,
-})
-const later = (ms: number) => Date.now() + ms
 
 t.test('a lone request waits for company at most MAX_BATCH_WAIT_MS', async (t) => {
   // Generous slack: these must hold on a loaded machine too; the point is the bound, not speed.

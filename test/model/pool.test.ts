@@ -1,17 +1,7 @@
 /** The worker pool on its own: abort, drain on close, batching limits. */
 import t from 'tap'
-import { letterboxGeometry } from '../../src/image/preprocess.js'
-import { FAKE_VOCAB } from '../fixtures/fake-model.js'
-import { fakePool, testConfig } from '../helper.js'
+import { fakeJob as job, fakePool, later, testConfig } from '../helper.js'
 
-const S = 32
-const job = (word: string, rows = 1) => ({
-  image: new Float32Array(3 * S * S),
-  tokens: Array.from({ length: rows }, () => [FAKE_VOCAB.indexOf(word), 0, 0, 0, 0]),
-  geometry: letterboxGeometry(S, S, S),
-  threshold: 0.35,
-})
-const later = (ms: number) => Date.now() + ms
 
 t.test('a job whose client went away leaves the queue without running', async (t) => {
   const pool = fakePool(testConfig({ workers: 1, maxBatch: 8 }))
