@@ -130,3 +130,16 @@ export const fakeJob = (word: string, rows = 1) => ({
 
 /** A deadline `ms` from now. */
 export const later = (ms: number): number => Date.now() + ms
+
+/** Collect a child process's pino output: one parsed object per JSON line ({ msg } for any other line). */
+export function jsonLines (stream: NodeJS.ReadableStream): any[] {
+  const lines: any[] = []
+  let buf = ''
+  stream.on('data', (c: Buffer) => {
+    buf += c.toString()
+    const parts = buf.split('\n')
+    buf = parts.pop()!
+    for (const p of parts) if (p.trim() !== '') { try { lines.push(JSON.parse(p)) } catch { lines.push({ msg: p }) } }
+  })
+  return lines
+}

@@ -7,7 +7,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { form } from './helper.js'
+import { form, jsonLines } from './helper.js'
 
 const ROOT = path.resolve(new URL('..', import.meta.url).pathname)
 const SERVER = path.join(ROOT, 'dist', 'server.js')
@@ -27,15 +27,8 @@ function start (env: Record<string, string>): Running {
     env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', WORKERS: '1', THREADS_PER_WORKER: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
-  const lines: any[] = []
+  const lines = jsonLines(child.stdout!)
   const stderr: string[] = []
-  let buf = ''
-  child.stdout!.on('data', (c: Buffer) => {
-    buf += c.toString()
-    const parts = buf.split('\n')
-    buf = parts.pop()!
-    for (const p of parts) if (p.trim() !== '') { try { lines.push(JSON.parse(p)) } catch { lines.push({ msg: p }) } }
-  })
   child.stderr!.on('data', (c: Buffer) => stderr.push(c.toString()))
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
   return { child, lines, stderr, exited }

@@ -12,6 +12,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { multipartBody } from './fixtures/make-bad-inputs.js'
+import { jsonLines } from './helper.js'
 
 const ROOT = path.resolve(new URL('..', import.meta.url).pathname)
 const SERVER = path.join(ROOT, 'dist', 'server.js')
@@ -64,14 +65,7 @@ if (!existsSync(path.join(MODEL_DIR, 'model.onnx'))) {
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
-    const lines: any[] = []
-    let buf = ''
-    child.stdout!.on('data', (c: Buffer) => {
-      buf += c.toString()
-      const parts = buf.split('\n')
-      buf = parts.pop()!
-      for (const p of parts) if (p.trim() !== '') { try { lines.push(JSON.parse(p)) } catch { lines.push({ msg: p }) } }
-    })
+    const lines = jsonLines(child.stdout!)
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
     const waitFor = async <T>(fn: () => T | undefined, ms = 60_000): Promise<T> => {
       const end = Date.now() + ms
