@@ -44,11 +44,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=0.03, help="fraction of training spent warming up")
     p.add_argument("--final-lr-ratio", type=float, default=0.01, help="cosine decays to lr * this")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 on conv kernels (the paper's)")
+    p.add_argument("--dice-weight", type=float, default=1.0,
+                   help="weight of the Dice term added to the paper's BCE (0: the paper's loss only)")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights (0: off)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bfloat16 autocast on CPU")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="NHWC convolutions")
     # * Data
     p.add_argument("--seed", type=int, default=10010, help="seed of weights and data stream (the paper's seed)")
+    p.add_argument("--expressions-per-image", type=int, nargs=2, default=(1, 3), metavar=("MIN", "MAX"),
+                   help="expressions the stream draws per scene (the sets' 1-3; more share each backbone pass)")
+    p.add_argument("--share-images", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the backbone once per scene for all its expressions in a batch")
     p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes generating samples")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: all cores)")
     # * Bookkeeping
@@ -108,10 +114,13 @@ def main(args: argparse.Namespace) -> Path:
         print(f"resumed at step {step} ({elapsed / 60:.1f} min)")
 
     # 4) data: an endless seeded stream; a fixed monitor set from another seed for the curve
-    stream = RefShapesStream(seed=args.seed + step, config=RefShapesConfig())
+    lo, hi = args.expressions_per_image
+    stream = RefShapesStream(seed=args.seed + step, config=RefShapesConfig(
+        min_expressions_per_image=lo, max_expressions_per_image=hi))
     loader = torch.utils.data.DataLoader(
         stream, batch_size=args.batch_size, num_workers=args.workers,
-        collate_fn=functools.partial(collate, tokenizer=tokenizer, image_size=cfg.image_size, mask_size=cfg.mask_size),
+        collate_fn=functools.partial(collate, tokenizer=tokenizer, image_size=cfg.image_size,
+                                     mask_size=cfg.mask_size, share_images=args.share_images),
         persistent_workers=args.workers > 0, prefetch_factor=4 if args.workers > 0 else None,
     )
     monitor = args.out / "monitor"
@@ -142,7 +151,8 @@ def main(args: argparse.Namespace) -> Path:
         for g in optimizer.param_groups:
             g["lr"] = lr
         stats = train_one_step(model, batch, optimizer, weight_decay=args.weight_decay,
-                               bf16=args.bf16, channels_last=args.channels_last)
+                               bf16=args.bf16, channels_last=args.channels_last, dice_weight=args.dice_weight)
+        stats["images"] = float(batch["image"].shape[0])
         if ema is not None:
             ema.update(model)
         step += 1
