@@ -24,6 +24,7 @@ export const envSchema = {
     REQUIRE_GPU: { type: 'boolean', default: false, description: 'exit instead of falling back to CPU when no GPU provider loads' },
     WORKERS: { type: 'integer', minimum: 0, maximum: 64, default: 0, description: 'inference worker threads; 0 = derive from the CPU count' },
     THREADS_PER_WORKER: { type: 'integer', minimum: 0, maximum: 256, default: 0, description: 'ONNX Runtime intra-op threads per worker; 0 = derive from the CPU count' },
+    INTRA_OP_SPINNING: { type: 'boolean', default: true, description: 'ONNX Runtime intra-op threads busy-wait between parallel sections (faster alone, steals CPU from other threads under load); only matters with THREADS_PER_WORKER > 1' },
     MAX_IMAGE_BYTES: { type: 'integer', minimum: 1024, default: 20 * 1024 * 1024, description: 'bytes of the uploaded file (413 SEG_ERR_PAYLOAD_TOO_LARGE)' },
     MAX_IMAGE_PIXELS: { type: 'integer', minimum: 1, default: 40_000_000, description: 'width × height of the image, checked on its header before decoding (413 SEG_ERR_IMAGE_TOO_LARGE)' },
     MAX_TEXT_LENGTH: { type: 'integer', minimum: 1, maximum: 10_000, default: 500, description: 'characters per expression (400 SEG_ERR_EXPRESSION_TOO_LONG)' },
@@ -54,6 +55,7 @@ export interface Config {
   requireGpu: boolean
   workers: number
   threadsPerWorker: number
+  intraOpSpinning: boolean
   maxImageBytes: number
   maxImagePixels: number
   maxTextLength: number
@@ -100,7 +102,7 @@ export function loadConfig (env: Env = {}, cpuCount: number = os.availableParall
     // An empty variable means "unset" (as in `PORT= npm start`).
     if (raw !== undefined && raw.trim() !== '') data[key] = raw.trim()
   }
-  for (const key of ['REQUIRE_GPU', 'LOG_EXPRESSIONS']) {
+  for (const key of ['REQUIRE_GPU', 'LOG_EXPRESSIONS', 'INTRA_OP_SPINNING']) {
     const raw = data[key]
     if (typeof raw === 'string') {
       const v = raw.toLowerCase()
@@ -139,6 +141,7 @@ export function loadConfig (env: Env = {}, cpuCount: number = os.availableParall
     requireGpu: v.REQUIRE_GPU,
     workers,
     threadsPerWorker,
+    intraOpSpinning: v.INTRA_OP_SPINNING,
     maxImageBytes: v.MAX_IMAGE_BYTES,
     maxImagePixels: v.MAX_IMAGE_PIXELS,
     maxTextLength: v.MAX_TEXT_LENGTH,

@@ -47,6 +47,7 @@ async function main (): Promise<void> {
     model: `${app.segmenter.info.name}@${app.segmenter.info.version}`,
     workers: config.workers,
     threadsPerWorker: config.threadsPerWorker,
+    intraOpSpinning: config.intraOpSpinning,
     executionProviders: config.executionProviders,
   }, 'listening; loading the model in the workers')
 

@@ -11,6 +11,7 @@ t.test('defaults: the model folder on 0.0.0.0:8080', async (t) => {
   t.equal(c.requireGpu, false)
   t.equal(c.maxExpressions, 8)
   t.equal(c.logExpressions, false)
+  t.equal(c.intraOpSpinning, true)
   t.ok(Object.isFrozen(c))
 })
 
@@ -26,8 +27,9 @@ t.test('every schema variable maps to a config field', async (t) => {
 t.test('values are coerced from strings', async (t) => {
   const c = loadConfig({
     PORT: '9000', WORKERS: '3', THREADS_PER_WORKER: '2', REQUIRE_GPU: 'true', EXECUTION_PROVIDERS: 'cuda, cpu',
-    LOG_EXPRESSIONS: 'yes', MAX_BATCH_WAIT_MS: '2.5', QUEUE_SIZE: '0', HOST: '127.0.0.1',
+    LOG_EXPRESSIONS: 'yes', MAX_BATCH_WAIT_MS: '2.5', QUEUE_SIZE: '0', HOST: '127.0.0.1', INTRA_OP_SPINNING: 'off',
   }, 2)
+  t.equal(c.intraOpSpinning, false)
   t.equal(c.port, 9000)
   t.equal(c.workers, 3)
   t.equal(c.threadsPerWorker, 2)
@@ -49,6 +51,7 @@ const bad: Array<[string, string]> = [
   ['LOG_LEVEL', 'loud'],
   ['WORKERS', '-1'],
   ['REQUIRE_GPU', 'maybe'],
+  ['INTRA_OP_SPINNING', 'sometimes'],
   ['MAX_EXPRESSIONS', '0'],
   ['MAX_BATCH', '1.5'],
   ['EXECUTION_PROVIDERS', 'cpu,,'],

@@ -30,6 +30,8 @@ export interface WorkerInit {
   executionProviders: string[]
   requireGpu: boolean
   threads: number
+  /** ONNX Runtime's session.intra_op.allow_spinning (absent: ONNX Runtime's default, on). */
+  spinning?: boolean
   /** S, m, L, Nq */
   size: number
   maskSize: number

@@ -281,6 +281,8 @@ export interface FolderOptions {
   requireGpu: boolean
   workers: number
   threadsPerWorker: number
+  /** ONNX Runtime intra-op spinning (default: ONNX Runtime's, on). */
+  intraOpSpinning?: boolean
   maxBatch: number
   maxBatchWaitMs: number
   queueSize: number
@@ -324,6 +326,7 @@ export async function createSegmenterFromFolder (opts: FolderOptions): Promise<S
       executionProviders: opts.executionProviders,
       requireGpu: opts.requireGpu,
       threads: opts.threadsPerWorker,
+      spinning: opts.intraOpSpinning,
       size: manifest.input.size,
       maskSize: manifest.maskSize,
       maxWords: manifest.maxWords,

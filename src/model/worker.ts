@@ -30,6 +30,7 @@ const createOrtBackend: BackendFactory = async (init: WorkerInit, log) => {
     intraOpNumThreads: init.threads,
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
+    ...(init.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
   })
   const gpu = init.executionProviders.filter((p) => p !== 'cpu')
   const files = init.split !== undefined ? [init.split.encoderFile, init.split.headFile] : [init.modelFile]

@@ -18,6 +18,7 @@ export default fp(async (app: FastifyInstance, opts: SegmenterPluginOptions) => 
     requireGpu: config.requireGpu,
     workers: config.workers,
     threadsPerWorker: config.threadsPerWorker,
+    intraOpSpinning: config.intraOpSpinning,
     maxBatch: config.maxBatch,
     maxBatchWaitMs: config.maxBatchWaitMs,
     queueSize: config.queueSize,
