@@ -1,6 +1,6 @@
 """Train VLT on streamed RefShapes samples (from scratch), resumable.
 
-    python -m export.train --preset tiny --out runs/tiny --steps 8000 --max-minutes 115
+    python -m export.train --preset tiny --out runs/tiny --steps 1000000 --max-minutes 110
 
 Reads top to bottom: seed -> vocabulary + GloVe table -> model -> optimiser -> data -> loop ->
 checkpoint. Every checkpoint holds model, EMA model, optimiser, step, config, vocabulary and args;
@@ -51,8 +51,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="NHWC convolutions")
     # * Data
     p.add_argument("--seed", type=int, default=10010, help="seed of weights and data stream (the paper's seed)")
-    p.add_argument("--expressions-per-image", type=int, nargs=2, default=(1, 3), metavar=("MIN", "MAX"),
-                   help="expressions the stream draws per scene (the sets' 1-3; more share each backbone pass)")
+    p.add_argument("--expressions-per-image", type=int, nargs=2, default=(2, 4), metavar=("MIN", "MAX"),
+                   help="expressions the stream draws per scene (the sets carry 1-3; more expressions per "
+                        "scene share each backbone pass and contrast targets in one image)")
     p.add_argument("--share-images", action=argparse.BooleanOptionalAction, default=True,
                    help="run the backbone once per scene for all its expressions in a batch")
     p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes generating samples")

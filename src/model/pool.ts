@@ -4,9 +4,11 @@
  *
  * - run(job) queues one image with K token rows. A free worker takes queued jobs, oldest first,
  *   up to `maxBatch` rows, into a single session.run (dynamic micro-batching). It waits at most
- *   `maxBatchWaitMs` after the oldest job arrived for the batch to fill (and not at all while
- *   another worker is idle too: the next job would find that one); while every worker is busy,
- *   jobs gather in the queue and the next free worker takes them together.
+ *   `maxBatchWaitMs` after the oldest job arrived for the batch to fill, and only when company
+ *   can come: another worker is busy, or `upstream()` says requests are on their way (decoding,
+ *   letterboxing). It does not wait while another worker is idle too (the next job would find
+ *   that one), nor on an idle service, where a lone request would wait for nobody. While every
+ *   worker is busy, jobs gather in the queue and the next free worker takes them together.
  * - The queue holds at most `queueSize` jobs; one more is refused at once (503 + Retry-After).
  * - Each job has a deadline: a queued job is dropped (504); an in-flight one is answered 504 and
  *   its result discarded when it arrives.
@@ -81,6 +83,8 @@ export interface Engine {
   onBatch?: (rows: number) => void
   /** Called with the number of images that went through the backbone in a batch (split graphs). */
   onEncode?: (images: number) => void
+  /** Requests admitted but not yet handed to run() (decoding, letterboxing): set by the segmenter. */
+  upstream?: () => number
   /** Finish queued and in-flight work, then stop the workers. */
   close: () => Promise<void>
 }
@@ -240,7 +244,8 @@ export function createWorkerPool (opts: PoolOptions): Engine {
       if (slot === undefined) return
       const queuedRows = queue.reduce((n, p) => n + p.rows, 0)
       const waitLeft = queue[0].enqueuedAt + opts.maxBatchWaitMs - performance.now()
-      if (queuedRows < opts.maxBatch && waitLeft > 0 && idle.length === 1 && !closing) {
+      const company = slots.some((s) => s.state === 'busy') || (engine.upstream?.() ?? 0) > 0
+      if (queuedRows < opts.maxBatch && waitLeft > 0 && idle.length === 1 && company && !closing) {
         batchTimer = setTimeout(pump, waitLeft)
         return
       }

@@ -128,6 +128,9 @@ export function createSegmenter ({ manifest, vocab, engine, maxPixels, featureCa
   const encodeListeners: Array<(images: number) => void> = []
   engine.onBatch = (rows) => { for (const fn of batchListeners) fn(rows) }
   engine.onEncode = (images) => { for (const fn of encodeListeners) fn(images) }
+  /** Requests between admission and engine.run (the pool waits for them to batch, not for nobody). */
+  let preparing = 0
+  engine.upstream = () => preparing
 
   /** Every expression needs at least one known word among the L the model sees. */
   function tokenizeAll (expressions: string[]): Tokenized[] {
@@ -208,12 +211,18 @@ export function createSegmenter ({ manifest, vocab, engine, maxPixels, featureCa
       t1 = t2 = performance.now()
       out = await run({ features: cached.features, key, geometry, threshold }, tokens, runOpts)
     } else {
-      const image = await decodeImage(req.image, { maxPixels })
-      t1 = performance.now()
-      const pre = await letterbox(image, manifest.input)
-      t2 = performance.now()
+      let pre: Awaited<ReturnType<typeof letterbox>>
+      preparing++
+      try {
+        const image = await decodeImage(req.image, { maxPixels })
+        t1 = performance.now()
+        pre = await letterbox(image, manifest.input)
+        t2 = performance.now()
+        format = image.format
+      } finally {
+        preparing--
+      }
       geometry = pre.geometry
-      format = image.format
       out = await run({ image: pre.data, key, wantFeatures: key !== undefined, geometry, threshold }, tokens, runOpts)
       if (key !== undefined && out.features !== undefined) cache.set(key, { features: out.features, geometry, format })
     }

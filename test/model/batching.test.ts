@@ -1,7 +1,7 @@
 /**
- * Dynamic micro-batching: a lone request waits at most MAX_BATCH_WAIT_MS (and not at all while
- * another worker idles), concurrent requests share one session.run, the batch-size histogram
- * shows it; and the feature cache's LRU bound on its own.
+ * Dynamic micro-batching: a lone request waits at most MAX_BATCH_WAIT_MS, and only when company
+ * can come (not while another worker idles, not on an idle service); concurrent requests share
+ * one session.run, the batch-size histogram shows it; and the feature cache's LRU bound on its own.
  */
 import t from 'tap'
 import { letterboxGeometry } from '../../src/image/preprocess.js'
@@ -15,6 +15,7 @@ t.test('a lone request waits for company at most MAX_BATCH_WAIT_MS', async (t) =
     const pool = fakePool(testConfig({ workers: 1, maxBatch: 8, maxBatchWaitMs: wait }))
     t.teardown(() => pool.close())
     await pool.started
+    pool.upstream = () => 1 // another request is being decoded: company can come
     await pool.run(job('one'), { deadline: later(5000) }) // warm
     const t0 = performance.now()
     const out = await pool.run(job('one'), { deadline: later(5000) })
@@ -24,6 +25,21 @@ t.test('a lone request waits for company at most MAX_BATCH_WAIT_MS', async (t) =
     if (wait > 0) t.ok(out.queueMs >= wait - 5, 'a lone request on the only worker does wait for company')
     t.equal(out.batchSize, 1)
   }
+})
+
+t.test('on an idle service (nothing busy, nothing on its way), a lone request does not wait', async (t) => {
+  const pool = fakePool(testConfig({ workers: 1, maxBatch: 8, maxBatchWaitMs: 2000 }))
+  t.teardown(() => pool.close())
+  await pool.started
+  let upstream = 0
+  pool.upstream = () => upstream
+  const t0 = performance.now()
+  const out = await pool.run(job('one'), { deadline: later(5000) })
+  t.ok(performance.now() - t0 < 1000, `answered in ${(performance.now() - t0).toFixed(1)} ms, not after 2000`)
+  t.ok(out.queueMs < 50, `queued ${out.queueMs.toFixed(2)} ms`)
+  upstream = 1
+  const held = await pool.run(job('one'), { deadline: later(5000) })
+  t.ok(held.queueMs >= 2000 - 5, `with a request on its way it waits for it (${held.queueMs.toFixed(0)} ms)`)
 })
 
 t.test('with another worker idle, a lone request does not wait at all', async (t) => {
@@ -40,6 +56,7 @@ t.test('concurrent requests share one session.run, within the wait', async (t) =
   const pool = fakePool(testConfig({ workers: 1, maxBatch: 8, maxBatchWaitMs: 1000 }))
   t.teardown(() => pool.close())
   await pool.started
+  pool.upstream = () => 1 // as the segmenter reports while the others are still being decoded
   const sizes: number[] = []
   pool.onBatch = (rows) => sizes.push(rows)
   const t0 = performance.now()
