@@ -19,14 +19,12 @@
 //      absent) served by the same code: load time, resident memory, p50 at concurrency 1.
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
-import sharp from 'sharp'
+import { body, CONTENT_TYPE, images, median, pct, ROOT, startServer } from './lib.mjs'
 
-const ROOT = path.resolve(new URL('..', import.meta.url).pathname)
 const { values: args } = parseArgs({
   options: {
     seconds: { type: 'string', default: '10' },
@@ -52,82 +50,17 @@ const MODEL = path.resolve(ROOT, args.model)
 const CONCURRENCY = [1, 4, 16]
 const KS = [1, 4, 8]
 const log = (...a) => console.error('[bench]', ...a)
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 const r1 = (v) => (v === undefined || v === null || Number.isNaN(v) ? '–' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2))
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] }
-const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(p * s.length))] }
-
-const freePort = () => new Promise((resolve, reject) => {
-  const srv = createServer().listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)) })
-  srv.on('error', reject)
-})
-
-/** Resident memory of a process (threads included), bytes. */
-function rss (pid) {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-    return m ? Number(m[1]) * 1024 : NaN
-  } catch { return NaN }
-}
-
-// ---------------------------------------------------------------- images and request bodies
-const BOUNDARY = '----vltbench7d1c'
-const CONTENT_TYPE = `multipart/form-data; boundary=${BOUNDARY}`
-function body (png, expressions) {
-  const parts = [Buffer.from(`--${BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="image.png"\r\nContent-Type: image/png\r\n\r\n`), png, Buffer.from('\r\n')]
-  for (const e of expressions) parts.push(Buffer.from(`--${BOUNDARY}\r\nContent-Disposition: form-data; name="expression"\r\n\r\n${e}\r\n`))
-  parts.push(Buffer.from(`--${BOUNDARY}--\r\n`))
-  return Buffer.concat(parts)
-}
-
-/** `n` different PNGs of the model folder's golden scene (hue and brightness vary). */
-async function images (modelDir, n) {
-  const golden = JSON.parse(readFileSync(path.join(modelDir, 'golden.json'), 'utf8'))
-  const base = readFileSync(path.join(modelDir, golden.image))
-  const out = []
-  for (let i = 0; i < n; i++) out.push(await sharp(base).modulate({ hue: (i * 37) % 360, brightness: 0.85 + (i % 7) * 0.05 }).png().toBuffer())
-  return { pngs: out, expression: golden.expression, meta: await sharp(base).metadata() }
-}
-
 const EXPRESSIONS = ['the red circle', 'the square on the left', 'the biggest shape', 'the blue triangle', 'the small one at the top', 'the green square', 'the rightmost shape', 'the circle below the square']
 
 // ---------------------------------------------------------------- servers
-async function waitReady (url, child, timeoutMs = 600_000) {
-  const t0 = performance.now()
-  while (performance.now() - t0 < timeoutMs) {
-    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode} before it was ready`)
-    try {
-      const res = await fetch(url)
-      if (res.ok) return performance.now() - t0
-    } catch {}
-    await sleep(50)
-  }
-  throw new Error(`${url} not ready after ${timeoutMs} ms`)
-}
-
-async function startServer (kind, env = {}) {
-  const port = await freePort()
-  const url = `http://127.0.0.1:${port}`
-  const t0 = performance.now()
-  const child = kind === 'service'
-    ? spawn(process.execPath, [path.join(ROOT, 'dist/server.js')], { cwd: ROOT, env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
-    : spawn(args.python, ['-m', 'uvicorn', 'bench.python_baseline.app:app', '--host', '127.0.0.1', '--port', String(port), '--log-level', 'warning', '--no-access-log'], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] })
-  const readyPath = kind === 'service' ? '/readyz' : '/healthz'
-  await waitReady(url + readyPath, child)
-  const loadMs = performance.now() - t0
-  return {
-    url,
-    loadMs,
-    pid: child.pid,
-    rss: () => rss(child.pid),
-    async stop () {
-      if (child.exitCode !== null) return
-      child.kill('SIGTERM')
-      await Promise.race([new Promise((resolve) => child.once('exit', resolve)), sleep(15_000)])
-      if (child.exitCode === null) child.kill('SIGKILL')
-    },
-  }
-}
+/** The service (dist/server.js) or the Python baseline (uvicorn), ready. */
+const startKind = (kind, env = {}) => kind === 'service'
+  ? startServer({ env })
+  : startServer({
+    readyPath: '/healthz',
+    command: (port) => [args.python, ['-m', 'uvicorn', 'bench.python_baseline.app:app', '--host', '127.0.0.1', '--port', String(port), '--log-level', 'warning', '--no-access-log'], { cwd: ROOT, env: { ...process.env, ...env } }],
+  })
 
 // ---------------------------------------------------------------- load
 /** autocannon over a cycle of request bodies. */
@@ -224,7 +157,7 @@ async function main () {
 
   // 2. the service, default configuration
   log('service: starting')
-  const svc = await startServer('service', { MODEL_PATH: MODEL, ...SERVICE_ENV })
+  const svc = await startKind('service', { MODEL_PATH: MODEL, ...SERVICE_ENV })
   results.service = { loadMs: svc.loadMs, rssReady: svc.rss() }
   try {
     results.service.loads = await loads(svc, cold, 'service', { probe: true })
@@ -286,7 +219,7 @@ async function main () {
       log('python baseline skipped: ' + check.stderr.trim().split('\n').pop())
     } else {
       log('python baseline: starting')
-      const py = await startServer('python', { MODEL_PATH: MODEL })
+      const py = await startKind('python', { MODEL_PATH: MODEL })
       results.python = { loadMs: py.loadMs, rssReady: py.rss() }
       try {
         results.python.loads = await loads(py, cold, 'python')
@@ -309,7 +242,7 @@ async function main () {
       const pm = JSON.parse(readFileSync(path.join(dir, 'model.json'), 'utf8'))
       const praw = raw(dir, 0, Math.max(2, Number(args['raw-seconds'])), ['--batches', '1', '--heads', '1'])
       log('paper preset: service')
-      const ps = await startServer('service', { MODEL_PATH: dir, ...SERVICE_ENV })
+      const ps = await startKind('service', { MODEL_PATH: dir, ...SERVICE_ENV })
       try {
         const lat = []
         const b = body(pngs[1], [EXPRESSIONS[0]])

@@ -7,12 +7,11 @@
 //   npm run build && node bench/eval-service.mjs --data ../shared/refshapes/val [--url http://127.0.0.1:8080]
 //
 // Without --url it starts `node dist/server.js` itself on a free loopback port and stops it after.
-import { spawn } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import sharp from 'sharp'
+import { startServer } from './lib.mjs'
 
 const { values: args } = parseArgs({
   options: {
@@ -23,26 +22,6 @@ const { values: args } = parseArgs({
     json: { type: 'string' },
   },
 })
-
-const freePort = () => new Promise((resolve, reject) => {
-  const srv = createServer().listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)) })
-  srv.on('error', reject)
-})
-
-async function startServer () {
-  const port = await freePort()
-  const child = spawn(process.execPath, ['dist/server.js'], {
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  })
-  const url = `http://127.0.0.1:${port}`
-  for (let i = 0; i < 600; i++) {
-    try { if ((await fetch(`${url}/readyz`)).ok) return { url, child } } catch {}
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  child.kill('SIGTERM')
-  throw new Error('server did not become ready')
-}
 
 async function grey (buf) {
   const { data, info } = await sharp(buf).greyscale().raw().toBuffer({ resolveWithObject: true })
@@ -77,7 +56,7 @@ function table (metrics) {
 
 const rows = (await readFile(path.join(args.data, 'annotations.jsonl'), 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l))
 const todo = args.limit ? rows.slice(0, Number(args.limit)) : rows
-const server = args.url ? { url: args.url, child: null } : await startServer()
+const server = args.url ? { url: args.url } : await startServer({ stdio: ['ignore', 'inherit', 'inherit'], timeoutMs: 60_000 })
 const t0 = Date.now()
 const records = []
 let next = 0
@@ -106,7 +85,7 @@ async function workerLoop () {
 try {
   await Promise.all(Array.from({ length: Number(args.concurrency) }, workerLoop))
 } finally {
-  server.child?.kill('SIGTERM')
+  await server.stop?.()
 }
 const metrics = summarise(records)
 console.log(table(metrics))

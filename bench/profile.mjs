@@ -6,27 +6,23 @@
 // 2) a server started with the default configuration, sent sequential requests (new images, then
 //    one repeated image = cache hits): the median of each stage of the answer's timings_ms, the
 //    server's total and the client's wall time (HTTP, multipart and JSON make up the difference).
-import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import sharp from 'sharp'
 import { postprocess } from '../dist/image/postprocess.js'
 import { decodeImage, letterbox } from '../dist/image/preprocess.js'
 import { loadModelFolder } from '../dist/model/manifest.js'
+import { body, CONTENT_TYPE, images, median, ROOT, startServer } from './lib.mjs'
 
-const ROOT = path.resolve(new URL('..', import.meta.url).pathname)
 const { values: args } = parseArgs({ options: { requests: { type: 'string', default: '120' }, model: { type: 'string', default: 'models/vlt-refshapes' } } })
 const MODEL = path.resolve(ROOT, args.model)
 const N = Number(args.requests)
 const { manifest } = await loadModelFolder(MODEL)
-const golden = JSON.parse(readFileSync(path.join(MODEL, 'golden.json'), 'utf8'))
-const base = readFileSync(path.join(MODEL, golden.image))
-const median = (a) => [...a].sort((x, y) => x - y)[a.length >> 1]
+const { pngs, expression } = await images(MODEL, N)
 
 // 1) CPU stages in-process
-const png = await sharp(base).png().toBuffer()
+const png = pngs[0]
 const spec = manifest.input
 async function time (name, fn) {
   for (let i = 0; i < 20; i++) await fn()
@@ -46,26 +42,14 @@ await time('postprocess (sigmoid, un-letterbox, threshold)', () => { mask = post
 await time('PNG encode of the mask', () => sharp(mask.mask, { raw: { width: mask.width, height: mask.height, channels: 1 } }).toColourspace('b-w').png({ compressionLevel: 6 }).toBuffer())
 
 // 2) a real server
-const port = 3900 + Math.floor(Math.random() * 90)
-const server = spawn(process.execPath, ['dist/server.js'], { cwd: ROOT, env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', MODEL_PATH: MODEL }, stdio: 'ignore' })
+const server = await startServer({ env: { MODEL_PATH: MODEL } })
 try {
-  for (let i = 0; ; i++) {
-    if (i > 300) throw new Error('the server did not become ready')
-    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false)
-    if (ok) break
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  const images = []
-  for (let i = 0; i < N; i++) images.push(await sharp(base).modulate({ brightness: 0.9 + (i % 20) / 100, hue: i * 7 }).png().toBuffer())
   async function run (label, pick) {
     const stages = {}
     const wall = []
     for (let i = 0; i < N; i++) {
-      const fd = new FormData()
-      fd.append('image', new Blob([pick(i)], { type: 'image/png' }), 'image.png')
-      fd.append('expression', golden.expression)
       const t = performance.now()
-      const j = await (await fetch(`http://127.0.0.1:${port}/segment`, { method: 'POST', body: fd, headers: { accept: 'application/json' } })).json()
+      const j = await (await fetch(`${server.url}/segment`, { method: 'POST', body: body(pick(i), [expression]), headers: { 'content-type': CONTENT_TYPE, accept: 'application/json' } })).json()
       if (i < 10) continue // warm-up
       wall.push(performance.now() - t)
       for (const [k, v] of Object.entries(j.timings_ms)) (stages[k] ??= []).push(v)
@@ -75,8 +59,8 @@ try {
   }
   console.log(`\nServer stages (default configuration, concurrency 1, median ms of ${N - 10} requests; inference = backbone + head in the worker; postprocess = worker post-processing + PNG):\n`)
   console.log('| requests | decode | preprocess | queue | inference | postprocess | server total | client wall |\n|---|---:|---:|---:|---:|---:|---:|---:|')
-  await run('new image each time', (i) => images[i])
-  await run('one repeated image (cache hits)', () => images[0])
+  await run('new image each time', (i) => pngs[i])
+  await run('one repeated image (cache hits)', () => pngs[0])
 } finally {
-  server.kill('SIGTERM')
+  await server.stop()
 }
