@@ -102,7 +102,8 @@ export function loadConfig (env: Env = {}, cpuCount: number = os.availableParall
     // An empty variable means "unset" (as in `PORT= npm start`).
     if (raw !== undefined && raw.trim() !== '') data[key] = raw.trim()
   }
-  for (const key of ['REQUIRE_GPU', 'LOG_EXPRESSIONS', 'INTRA_OP_SPINNING']) {
+  for (const [key, spec] of Object.entries(envSchema.properties)) {
+    if (spec.type !== 'boolean') continue
     const raw = data[key]
     if (typeof raw === 'string') {
       const v = raw.toLowerCase()
