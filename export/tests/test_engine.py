@@ -30,13 +30,18 @@ def test_collate_shares_one_image_row_per_scene():
     assert torch.equal(shared["target"], plain["target"]) and torch.equal(shared["tokens"], plain["tokens"])
 
 
+def _micro_samples(cfg, seed):
+    """``_samples`` with expressions in the micro model's vocabulary, and its tokenizer."""
+    samples = _samples(np.random.default_rng(seed))
+    for s, e in zip(samples, ["w1 w2", "w3", "w4 w5 w6", "w7"]):
+        s["expression"] = e
+    return samples, Tokenizer([PAD, UNK] + [f"w{i}" for i in range(cfg.vocab_size - 2)], cfg.max_words)
+
+
 def test_forward_batch_with_shared_images_equals_one_copy_per_expression(micro_model):
     model, cfg = micro_model
     model.eval()  # BatchNorm running statistics: the only difference sharing makes is in train mode
-    samples = _samples(np.random.default_rng(1))
-    tok = Tokenizer([PAD, UNK] + [f"w{i}" for i in range(cfg.vocab_size - 2)], cfg.max_words)
-    for s, e in zip(samples, ["w1 w2", "w3", "w4 w5 w6", "w7"]):
-        s["expression"] = e
+    samples, tok = _micro_samples(cfg, 1)
     plain = collate(samples, tokenizer=tok, image_size=cfg.image_size, mask_size=cfg.mask_size)
     shared = collate(samples, tokenizer=tok, image_size=cfg.image_size, mask_size=cfg.mask_size, share_images=True)
     with torch.no_grad():
@@ -59,10 +64,7 @@ def test_dice_loss_scores_overlap():
 
 def test_train_step_with_dice_and_shared_images_lowers_the_loss(micro_model):
     model, cfg = micro_model
-    tok = Tokenizer([PAD, UNK] + [f"w{i}" for i in range(cfg.vocab_size - 2)], cfg.max_words)
-    samples = _samples(np.random.default_rng(2))
-    for s, e in zip(samples, ["w1 w2", "w3", "w4 w5 w6", "w7"]):
-        s["expression"] = e
+    samples, tok = _micro_samples(cfg, 2)
     batch = collate(samples, tokenizer=tok, image_size=cfg.image_size, mask_size=cfg.mask_size, share_images=True)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     kw = dict(weight_decay=0.0, bf16=False, channels_last=False, dice_weight=1.0)
