@@ -54,6 +54,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--expressions-per-image", type=int, nargs=2, default=(2, 4), metavar=("MIN", "MAX"),
                    help="expressions the stream draws per scene (the sets carry 1-3; more expressions per "
                         "scene share each backbone pass and contrast targets in one image)")
+    p.add_argument("--objects", type=int, nargs=2, default=(3, 7), metavar=("MIN", "MAX"),
+                   help="objects per training scene, uniform and inclusive (the standard sets: 3 7; the hard "
+                        "test variant: 8 10; 3 10 trains on both)")
     p.add_argument("--share-images", action=argparse.BooleanOptionalAction, default=True,
                    help="run the backbone once per scene for all its expressions in a batch")
     p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes generating samples")
@@ -66,6 +69,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--monitor-size", type=int, default=300, help="expressions in the generated monitor set")
     p.add_argument("--ckpt-minutes", type=float, default=5.0, help="minutes between checkpoints")
     return p
+
+
+def training_stream(args: argparse.Namespace, step: int = 0) -> RefShapesStream:
+    """The endless seeded RefShapes stream of a run; resuming at ``step`` starts a fresh seed."""
+    return RefShapesStream(seed=args.seed + step, config=RefShapesConfig(
+        min_expressions_per_image=args.expressions_per_image[0],
+        max_expressions_per_image=args.expressions_per_image[1],
+        min_objects=args.objects[0], max_objects=args.objects[1]))
 
 
 def main(args: argparse.Namespace) -> Path:
@@ -115,9 +126,7 @@ def main(args: argparse.Namespace) -> Path:
         print(f"resumed at step {step} ({elapsed / 60:.1f} min)")
 
     # 4) data: an endless seeded stream; a fixed monitor set from another seed for the curve
-    lo, hi = args.expressions_per_image
-    stream = RefShapesStream(seed=args.seed + step, config=RefShapesConfig(
-        min_expressions_per_image=lo, max_expressions_per_image=hi))
+    stream = training_stream(args, step)
     loader = torch.utils.data.DataLoader(
         stream, batch_size=args.batch_size, num_workers=args.workers,
         collate_fn=functools.partial(collate, tokenizer=tokenizer, image_size=cfg.image_size,

@@ -96,3 +96,17 @@ def test_training_runs_checkpoints_and_resumes(tmp_path):
     assert ckpt["step"] == 6
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert any("monitor" in row for row in log) and log[-1]["step"] == 6
+
+
+def test_objects_option_sets_the_scene_sizes_of_the_stream():
+    from export.data.refshapes import iter_scenes
+    from export.train import get_args_parser, training_stream
+
+    parser = argparse.ArgumentParser(parents=[get_args_parser()])
+    default = training_stream(parser.parse_args([]))
+    mixed = training_stream(parser.parse_args(["--objects", "3", "10"]))
+    assert (default.config.min_objects, default.config.max_objects) == (3, 7)
+    rng = np.random.default_rng(0)
+    counts = [len(scene.objects) for scene, _ in zip(iter_scenes(rng, mixed.config), range(200))]
+    assert min(counts) == 3 and max(counts) == 10
+    assert 0.25 < np.mean([c >= 8 for c in counts]) < 0.5  # 3 of 8 sizes are the hard variant's
