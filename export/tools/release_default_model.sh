@@ -3,7 +3,8 @@
 #   bash export/tools/release_default_model.sh [runs/tiny] [models/vlt-refshapes] [version]
 # 1) choose raw or EMA weights on the run's own monitor set (generated, seed 777 — not val);
 # 2) export to ONNX (parity-checked); 3) evaluate on ../shared/refshapes/val and on a fresh set of
-# our own generator (seed 2); 4) record both in model.json; 5) print the learning curve.
+# our own generator (seed 2) and on its hard variant (8-10 objects, seed 3); 4) record the three in
+# model.json; 5) print the learning curve.
 set -euo pipefail
 run=${1:-runs/tiny}; out=${2:-models/vlt-refshapes}; version=${3:-1.0.0}
 val=${VAL:-../shared/refshapes/val}
@@ -25,6 +26,8 @@ $py -m export.export_onnx --checkpoint "$run/checkpoint.pt" --$pick --out "$out"
 $py -m export.evaluate --model "$out" --data "$val" --json "$run/val.json"
 [ -f "$run/refshapes-seed2/annotations.jsonl" ] || $py -m export.data.refshapes --out "$run/refshapes-seed2" --seed 2 --expressions 1000
 $py -m export.evaluate --model "$out" --data "$run/refshapes-seed2" --json "$run/seed2.json"
+[ -f "$run/refshapes-hard-seed3/annotations.jsonl" ] || $py -m export.data.refshapes --out "$run/refshapes-hard-seed3" --seed 3 --expressions 1000 --hard
+$py -m export.evaluate --model "$out" --data "$run/refshapes-hard-seed3" --json "$run/hard-seed3.json"
 $py - "$run" "$pick" <<'PY'
 import json, sys
 run, pick = sys.argv[1], sys.argv[2]
@@ -35,5 +38,6 @@ info = {"data": "RefShapes v1, streamed from export/data/refshapes.py (seeded, e
 json.dump(info, open(f"{run}/training.json", "w"), indent=1)
 PY
 $py -m export.tools.record_metrics "$out" --metrics "val=$run/val.json" --metrics "refshapes_seed2=$run/seed2.json" \
+  --metrics "refshapes_hard_seed3=$run/hard-seed3.json" \
   --training "$run/training.json"
 $py -m export.tools.learning_curve "$run/log.jsonl"
