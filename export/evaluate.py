@@ -6,6 +6,7 @@ Prec@0.5..0.9, overall and per expression type.
 
     python -m export.evaluate --model models/vlt-refshapes --data ../shared/refshapes/val
     python -m export.evaluate --checkpoint runs/tiny/checkpoint.pt --data ../shared/refshapes/val
+    python -m export.evaluate --model models/vlt-refshapes --data ../shared/refshapes/val --breakdown
 """
 
 from __future__ import annotations
@@ -66,11 +67,17 @@ def evaluate_set(
     threshold: float = THRESHOLD,
     batch_size: int = 16,
     limit: Optional[int] = None,
+    breakdown: bool = False,
 ) -> Dict[str, Dict[str, float]]:
-    """Run ``predict`` over every expression of the set at ``data`` and score it."""
+    """Run ``predict`` over every expression of the set at ``data`` and score it.
+
+    With ``breakdown`` the metrics are also grouped by the target's size class and shape and by the
+    scene's object count (``size=small``, ``shape=star``, ``objects=7``), from the annotation's
+    ``objects``; these groups are extra keys beside the expression types."""
     rows = read_set(data, limit)
     cache: Dict[str, Tuple[np.ndarray, Letterbox]] = {}
     records: List[Tuple[str, int, int]] = []
+    extra: List[Tuple[str, int, int]] = []
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
         images, boxes = [], []
@@ -86,8 +93,23 @@ def evaluate_set(
         for r, box, lg in zip(batch, boxes, logits):
             pred = binary_mask(lg[0], box, threshold)
             gt = np.asarray(Image.open(data / r["mask"]).convert("L")) > 127
-            records.append((r.get("type", "all"), *iou(pred, gt)))
-    return summarise(records)
+            inter_union = iou(pred, gt)
+            records.append((r.get("type", "all"), *inter_union))
+            if breakdown:
+                extra.extend((group, *inter_union) for group in breakdown_groups(r))
+    metrics = summarise(records)
+    if extra:
+        metrics.update({k: v for k, v in summarise(extra).items() if k != "overall"})
+    return metrics
+
+
+def breakdown_groups(row: dict) -> List[str]:
+    """The groups of one annotation row for ``evaluate_set(breakdown=True)``."""
+    objects = row.get("objects") or []
+    if not objects or "target" not in row:
+        return []
+    target = objects[row["target"]]
+    return [f"size={target['size']}", f"shape={target['shape']}", f"objects={len(objects)}"]
 
 
 def onnx_predictor(model_dir: Path, threads: int = 0) -> Tuple[Predictor, dict]:
@@ -118,9 +140,14 @@ def torch_predictor(model, device: str = "cpu") -> Predictor:
     return predict
 
 
+def _natural(value: str) -> Tuple[int, object]:
+    return (0, int(value)) if value.isdigit() else (1, value)
+
+
 def format_table(metrics: Dict[str, Dict[str, float]]) -> str:
     cols = ["n", "mIoU", "oIoU"] + [f"Prec@{t}" for t in PREC_THRESHOLDS]
-    order = ["overall"] + sorted(k for k in metrics if k != "overall")
+    groups = sorted((k for k in metrics if "=" in k), key=lambda k: (k.split("=")[0], _natural(k.split("=")[1])))
+    order = ["overall"] + sorted(k for k in metrics if k != "overall" and "=" not in k) + groups
     lines = ["| split | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
     for k in order:
         m = metrics[k]
@@ -144,6 +171,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     p.add_argument("--data", type=Path, required=True, help="a set folder with annotations.jsonl, images/, masks/")
     p.add_argument("--limit", type=int, default=None, help="score only the first N expressions")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also score by the target's size and shape and by the number of objects in the scene")
     return p
 
 
@@ -176,7 +205,7 @@ def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
     )
     metrics = evaluate_set(
         predict, data=args.data, tokenizer=tokenizer, image_size=size, threshold=threshold,
-        batch_size=args.batch_size, limit=args.limit,
+        batch_size=args.batch_size, limit=args.limit, breakdown=args.breakdown,
     )
     print(format_table(metrics))
     print(f"({time.time() - t0:.1f} s)")

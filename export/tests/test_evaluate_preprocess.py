@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export.evaluate import evaluate_set, iou, summarise
+from export.evaluate import evaluate_set, format_table, iou, summarise
 from export.preprocess import Letterbox, binary_mask, letterbox_image, letterbox_mask, mask_probabilities
 
 
@@ -62,3 +62,14 @@ def test_evaluate_set_scores_a_perfect_predictor(tmp_path):
     m = evaluate_set(oracle, data=tmp_path, tokenizer=tok, image_size=128, batch_size=4)
     assert m["overall"]["n"] == 6
     assert m["overall"]["mIoU"] > 85  # limited only by the 64 x 64 logit grid
+    assert not any("=" in k for k in m)
+
+    # --breakdown: the same metrics plus groups by target size, target shape and object count
+    b = evaluate_set(oracle, data=tmp_path, tokenizer=tok, image_size=128, batch_size=4, breakdown=True)
+    assert {k: v for k, v in b.items() if "=" not in k} == m
+    for key in ("size", "shape", "objects"):
+        groups = {k: v for k, v in b.items() if k.startswith(key + "=")}
+        assert sum(v["n"] for v in groups.values()) == 6, key
+    want = {f"objects={len(r['objects'])}" for r in rows} | {f"shape={r['objects'][r['target']]['shape']}" for r in rows}
+    assert want <= set(b)
+    assert "size=small" in format_table(b) or "size=large" in format_table(b)
