@@ -73,11 +73,14 @@ def evaluate_set(
 
     With ``breakdown`` the metrics are also grouped by the target's size class and shape and by the
     scene's object count (``size=small``, ``shape=star``, ``objects=7``), from the annotation's
-    ``objects``; these groups are extra keys beside the expression types."""
+    ``objects``; these groups are extra keys beside the expression types. Every group then also has
+    ``picked`` (% of expressions whose mask covers the target more than any other object) and
+    ``mIoU|picked`` (the mIoU of those)."""
     rows = read_set(data, limit)
     cache: Dict[str, Tuple[np.ndarray, Letterbox]] = {}
     records: List[Tuple[str, int, int]] = []
     extra: List[Tuple[str, int, int]] = []
+    picks: List[Tuple[str, bool, float]] = []
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
         images, boxes = [], []
@@ -96,11 +99,37 @@ def evaluate_set(
             inter_union = iou(pred, gt)
             records.append((r.get("type", "all"), *inter_union))
             if breakdown:
-                extra.extend((group, *inter_union) for group in breakdown_groups(r))
+                groups = breakdown_groups(r)
+                extra.extend((group, *inter_union) for group in groups)
+                if r.get("objects") and pred.shape[0] == pred.shape[1]:
+                    hit = picked_object(pred, r["objects"]) == r["target"]
+                    value = inter_union[0] / max(inter_union[1], 1)
+                    picks.extend((g, hit, value) for g in ["overall", r.get("type", "all"), *groups])
     metrics = summarise(records)
     if extra:
         metrics.update({k: v for k, v in summarise(extra).items() if k != "overall"})
+    for group, rows_ in _group(picks).items():
+        hits = [v for hit, v in rows_ if hit]
+        metrics[group]["picked"] = 100 * len(hits) / len(rows_)
+        metrics[group]["mIoU|picked"] = 100 * float(np.mean(hits)) if hits else 0.0
     return metrics
+
+
+def picked_object(pred: np.ndarray, objects: Sequence[dict]) -> Optional[int]:
+    """The object a predicted mask covers most pixels of (None when it covers none): with the
+    target's index it splits the errors into picking the wrong object and drawing a poor mask."""
+    from export.data.refshapes import render_object_mask
+
+    cover = [int(np.logical_and(pred, render_object_mask(o, pred.shape[0])).sum()) for o in objects]
+    best = int(np.argmax(cover))
+    return best if cover[best] > 0 else None
+
+
+def _group(rows: Sequence[tuple]) -> Dict[str, List[tuple]]:
+    out: Dict[str, List[tuple]] = defaultdict(list)
+    for key, *rest in rows:
+        out[key].append(tuple(rest))
+    return out
 
 
 def breakdown_groups(row: dict) -> List[str]:
@@ -146,6 +175,7 @@ def _natural(value: str) -> Tuple[int, object]:
 
 def format_table(metrics: Dict[str, Dict[str, float]]) -> str:
     cols = ["n", "mIoU", "oIoU"] + [f"Prec@{t}" for t in PREC_THRESHOLDS]
+    cols += [c for c in ("picked", "mIoU|picked") if all(c in m for m in metrics.values())]
     groups = sorted((k for k in metrics if "=" in k), key=lambda k: (k.split("=")[0], _natural(k.split("=")[1])))
     order = ["overall"] + sorted(k for k in metrics if k != "overall" and "=" not in k) + groups
     lines = ["| split | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export.evaluate import evaluate_set, format_table, iou, summarise
+from export.data.refshapes import render_object_mask
+from export.evaluate import evaluate_set, format_table, iou, picked_object, summarise
 from export.preprocess import Letterbox, binary_mask, letterbox_image, letterbox_mask, mask_probabilities
 
 
@@ -66,10 +67,16 @@ def test_evaluate_set_scores_a_perfect_predictor(tmp_path):
 
     # --breakdown: the same metrics plus groups by target size, target shape and object count
     b = evaluate_set(oracle, data=tmp_path, tokenizer=tok, image_size=128, batch_size=4, breakdown=True)
-    assert {k: v for k, v in b.items() if "=" not in k} == m
+    assert {k: {c: b[k][c] for c in m[k]} for k in m} == m
+    # the oracle's masks always cover their own target most; a mask shifted onto nothing picks none
+    assert all(v["picked"] == 100 and v["mIoU|picked"] == pytest.approx(v["mIoU"]) for v in b.values())
+    objects = rows[0]["objects"]
+    target = render_object_mask(objects[rows[0]["target"]])
+    assert picked_object(target, objects) == rows[0]["target"]
+    assert picked_object(np.zeros_like(target), objects) is None
     for key in ("size", "shape", "objects"):
         groups = {k: v for k, v in b.items() if k.startswith(key + "=")}
         assert sum(v["n"] for v in groups.values()) == 6, key
     want = {f"objects={len(r['objects'])}" for r in rows} | {f"shape={r['objects'][r['target']]['shape']}" for r in rows}
     assert want <= set(b)
-    assert "size=small" in format_table(b) or "size=large" in format_table(b)
+    assert ("size=small" in format_table(b) or "size=large" in format_table(b)) and "mIoU|picked" in format_table(b)
