@@ -15,14 +15,13 @@ from export.vlt.tokenizer import PAD, UNK
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def export_micro(tmp, **config):
+    """Export a random micro model (checkpoint -> model folder, parity-checked by the export)."""
     from export.data.refshapes import WORDS
     from export.export_onnx import run_export
 
-    tmp = tmp_path_factory.mktemp("export")
     vocab = [PAD, UNK] + list(WORDS)
-    cfg = micro_config(vocab_size=len(vocab), max_words=15, image_size=96)
+    cfg = micro_config(vocab_size=len(vocab), max_words=15, image_size=96, **config)
     torch.manual_seed(0)
     model = build_vlt(cfg)
     model.language_encoder.embedding.load_vectors(torch.randn(len(vocab), cfg.word_dim))
@@ -31,6 +30,16 @@ def exported(tmp_path_factory):
     out = tmp / "model"
     manifest = run_export(checkpoint=tmp / "ckpt.pt", out=out, name="test-model", version="0.0.0")
     return out, manifest, model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return export_micro(tmp_path_factory.mktemp("export"))
+
+
+def test_decoder_skip_exports_with_parity(tmp_path):
+    out, manifest, model = export_micro(tmp_path, decoder_skip=True)  # raises on an ONNX mismatch
+    assert model.mask_decoder.skip is not None and manifest["config"]["decoder_skip"] is True
 
 
 def test_export_writes_the_contract(exported):

@@ -176,3 +176,21 @@ def test_ema_tracks_the_model_early_and_averages_later():
     gap = (model.weight - ema.module.weight).abs().max().item()
     assert gap < 5.0, gap
     assert ema.module.weight.requires_grad is False
+
+
+def test_decoder_skip_is_off_by_default_and_reads_fv2_when_on():
+    for preset in ("tiny", "small", "paper"):
+        assert get_config(preset).decoder_skip is False
+    assert build_vlt(micro_config()).mask_decoder.skip is None  # the VLT head: no image features
+    torch.manual_seed(0)
+    cfg = micro_config(decoder_skip=True)
+    model = build_vlt(cfg).eval()
+    image, tokens = torch.rand(2, 3, cfg.image_size, cfg.image_size), torch.randint(2, cfg.vocab_size, (2, 6))
+    with torch.no_grad():
+        fv0, fv1, fv2 = model.encode_image(image)
+        base = model.decode(fv0, fv1, fv2, tokens)[0]
+        moved = model.decode(fv0, fv1, fv2 + 1.0, tokens)[0]
+        with pytest.raises(AssertionError, match="needs Fv2"):
+            model.mask_decoder(torch.zeros(2, cfg.num_queries, cfg.d_model))
+    assert base.shape == (2, 1, cfg.mask_size, cfg.mask_size)
+    assert not torch.allclose(base, moved)  # Fv2 reaches the mask through the skip

@@ -47,6 +47,10 @@ class VLTConfig:
     qgm_input_proj: bool = False
     # * Mask decoder
     decoder_width: int = 256  # channels of the six 3x3 CBLs of the mask decoder
+    # Not in VLT (off in every preset): add a 1x1 projection of the stride-8 backbone map Fv2 to the
+    # decoder after its first upsampling, so that the mask can follow the image's own edges; the
+    # VLT head sees no image features after the transformer (see the model card, "Where it fails").
+    decoder_skip: bool = False
     # * BatchNorm
     bn_eps: float = 1e-3  # Keras BatchNormalization default
     bn_momentum: float = 0.01  # PyTorch convention (= Keras momentum 0.99)

@@ -5,6 +5,8 @@ six 3x3 CBLs with three nearest 2x upsamplings and a final 3x3 conv to one logit
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,9 +33,12 @@ class MaskDecoder(nn.Module):
         width: int,
         bn_eps: float = 1e-3,
         bn_momentum: float = 0.01,
+        skip_channels: int = 0,
     ) -> None:
         super().__init__()
         kw = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
+        # optional, not in VLT: Fv2 (stride 8) projected and added after the first upsampling
+        self.skip = CBL(skip_channels, width, 1, **kw) if skip_channels else None
         self.feature_size = feature_size
         self.response_to_map = nn.Linear(dim, feature_size * feature_size)
         self.convs = nn.Sequential(
@@ -42,10 +47,11 @@ class MaskDecoder(nn.Module):
         self.up_convs = nn.ModuleList([CBL(width, width, 3, **kw) for _ in range(3)])
         self.out = nn.Conv2d(width, 1, 3, padding=1, bias=True)
 
-    def forward(self, responses: torch.Tensor) -> torch.Tensor:
+    def forward(self, responses: torch.Tensor, fv2: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         Arguments:
           responses (torch.Tensor): R', B x Nq x D.
+          fv2 (torch.Tensor, optional): B x C3 x 2H x 2W, used only when built with skip_channels.
         Returns:
           torch.Tensor: mask logits B x 1 x 8H x 8W (stride 2 of the input).
         """
@@ -53,8 +59,12 @@ class MaskDecoder(nn.Module):
         s = self.feature_size
         maps = F.relu(self.response_to_map(responses)).view(b, nq, s, s)  # B x Nq x HW -> B x Nq x H x W
         x = self.convs(maps)
-        for conv in self.up_convs:
-            x = conv(up2(x))
+        for i, conv in enumerate(self.up_convs):
+            x = up2(x)
+            if i == 0 and self.skip is not None:
+                assert fv2 is not None, "a decoder built with skip_channels needs Fv2"
+                x = x + self.skip(fv2)
+            x = conv(x)
         return self.out(x)
 
 
@@ -66,4 +76,5 @@ def build_mask_decoder(cfg: VLTConfig) -> MaskDecoder:
         width=cfg.decoder_width,
         bn_eps=cfg.bn_eps,
         bn_momentum=cfg.bn_momentum,
+        skip_channels=cfg.c3 if cfg.decoder_skip else 0,
     )

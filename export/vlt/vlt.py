@@ -80,7 +80,7 @@ class VLT(nn.Module):
         queries, attn = self.qgm(fmq, words, pad)  # B x Nq x D, B x heads x Nq x L
         responses = self.transformer(f_tf, queries)  # B x Nq x D
         balanced, confidence = self.qbm(responses, queries)  # B x Nq x D, B x Nq
-        mask_logits = self.mask_decoder(balanced)  # B x 1 x S/2 x S/2
+        mask_logits = self.mask_decoder(balanced, fv2)  # B x 1 x S/2 x S/2 (Fv2 only with decoder_skip)
         return mask_logits, confidence, attn.mean(dim=1)  # heads averaged: B x Nq x L
 
 
