@@ -80,7 +80,7 @@ def evaluate_set(
     cache: Dict[str, Tuple[np.ndarray, Letterbox]] = {}
     records: List[Tuple[str, int, int]] = []
     extra: List[Tuple[str, int, int]] = []
-    picks: List[Tuple[str, bool, float]] = []
+    picked: Dict[str, List[Optional[float]]] = defaultdict(list)  # group -> IoU of a right pick, None for a wrong one
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
         images, boxes = [], []
@@ -101,16 +101,17 @@ def evaluate_set(
             if breakdown:
                 groups = breakdown_groups(r)
                 extra.extend((group, *inter_union) for group in groups)
-                if r.get("objects") and pred.shape[0] == pred.shape[1]:
+                if groups and pred.shape[0] == pred.shape[1]:
                     hit = picked_object(pred, r["objects"]) == r["target"]
-                    value = inter_union[0] / max(inter_union[1], 1)
-                    picks.extend((g, hit, value) for g in ["overall", r.get("type", "all"), *groups])
+                    value = inter_union[0] / max(inter_union[1], 1) if hit else None
+                    for g in ["overall", r.get("type", "all"), *groups]:
+                        picked[g].append(value)
     metrics = summarise(records)
     if extra:
         metrics.update({k: v for k, v in summarise(extra).items() if k != "overall"})
-    for group, rows_ in _group(picks).items():
-        hits = [v for hit, v in rows_ if hit]
-        metrics[group]["picked"] = 100 * len(hits) / len(rows_)
+    for group, values in picked.items():
+        hits = [v for v in values if v is not None]
+        metrics[group]["picked"] = 100 * len(hits) / len(values)
         metrics[group]["mIoU|picked"] = 100 * float(np.mean(hits)) if hits else 0.0
     return metrics
 
@@ -123,13 +124,6 @@ def picked_object(pred: np.ndarray, objects: Sequence[dict]) -> Optional[int]:
     cover = [int(np.logical_and(pred, render_object_mask(o, pred.shape[0])).sum()) for o in objects]
     best = int(np.argmax(cover))
     return best if cover[best] > 0 else None
-
-
-def _group(rows: Sequence[tuple]) -> Dict[str, List[tuple]]:
-    out: Dict[str, List[tuple]] = defaultdict(list)
-    for key, *rest in rows:
-        out[key].append(tuple(rest))
-    return out
 
 
 def breakdown_groups(row: dict) -> List[str]:
