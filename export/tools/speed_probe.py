@@ -1,5 +1,6 @@
-"""Training speed of a preset on this machine: one optimiser step (forward, loss, backward, Adam) on
-random tensors shaped like a training batch, and each top-level module's share of the forward pass.
+"""Training speed of a preset on this machine: train.py's optimiser step (``engine.train_one_step``:
+forward, loss, backward, Adam) on random tensors shaped like a training batch, and each top-level
+module's share of the forward pass.
 
     python -m export.tools.speed_probe --preset tiny
     python -m export.tools.speed_probe --preset tiny --set decoder_width=16 --set backbone_width=12
@@ -14,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import time
 from typing import Dict, List
 
 import torch
 
-from export.engine import dice_loss, referring_loss
-from export.vlt import build_vlt
+from export.engine import train_one_step
+from export.train import get_args_parser as train_args_parser
+from export.vlt import build_vlt, count_parameters
 from export.vlt.config import get_config
 
 
@@ -50,10 +51,12 @@ def probe(args: argparse.Namespace) -> Dict[str, float]:
     model = model.to(memory_format=fmt)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     s, b = cfg.image_size, args.batch_size
-    images = torch.rand(args.images, 3, s, s).contiguous(memory_format=fmt)
-    image_index = torch.arange(b) % args.images  # every scene's expressions share its backbone pass
-    tokens = torch.randint(1, cfg.vocab_size, (b, cfg.max_words))
-    target = (torch.rand(b, 1, cfg.mask_size, cfg.mask_size) < 0.03).float()
+    batch = {
+        "image": torch.rand(args.images, 3, s, s),
+        "image_index": torch.arange(b) % args.images,  # every scene's expressions share its backbone pass
+        "tokens": torch.randint(1, cfg.vocab_size, (b, cfg.max_words)),
+        "target": (torch.rand(b, 1, cfg.mask_size, cfg.mask_size) < 0.03).float(),
+    }
 
     forward_ms: Dict[str, float] = {}
     started: Dict[str, float] = {}
@@ -67,28 +70,23 @@ def probe(args: argparse.Namespace) -> Dict[str, float]:
         child.register_forward_pre_hook(pre)
         child.register_forward_hook(post)
 
-    def forward(images: torch.Tensor, image_index: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        fv = [f[image_index] for f in model.encode_image(images)]
-        return model.decode(*fv, tokens)[0]
-
-    step_fn = torch.compile(forward) if args.compile else forward
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
+    if args.compile:  # the two halves train_one_step calls (engine.forward_batch)
+        model.encode_image = torch.compile(model.encode_image)
+        model.decode = torch.compile(model.decode)
+    recipe = train_args_parser().parse_args([])  # train.py's defaults: the shipped recipe's loss terms
+    kw = dict(weight_decay=recipe.weight_decay, dice_weight=recipe.dice_weight, bf16=args.bf16,
+              channels_last=args.channels_last)
     times = []
     for i in range(args.warmup + args.steps):
         if i == args.warmup:
             forward_ms.clear()
         t0 = time.perf_counter()
-        with autocast:
-            logits = step_fn(images, image_index, tokens)
-        loss = referring_loss(logits, target) / logits[0].numel() + dice_loss(logits, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_one_step(model, batch, opt, **kw)
         times.append(time.perf_counter() - t0)
         if i < args.warmup:
             print(f"warm-up step {i}: {times[-1]:.2f} s", flush=True)
     step_s = sorted(times[args.warmup:])[len(times[args.warmup:]) // 2]
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    params = count_parameters(model)
     result = {"step_ms": 1000 * step_s, "samples_per_s": b / step_s, "params_M": params / 1e6}
     print(f"preset {args.preset} {parse_overrides(args.set) or ''} bf16={args.bf16} channels_last={args.channels_last} "
           f"compile={args.compile} batch {b} on {args.images} images, {torch.get_num_threads()} threads")
