@@ -194,3 +194,22 @@ def test_decoder_skip_is_off_by_default_and_reads_fv2_when_on():
             model.mask_decoder(torch.zeros(2, cfg.num_queries, cfg.d_model))
     assert base.shape == (2, 1, cfg.mask_size, cfg.mask_size)
     assert not torch.allclose(base, moved)  # Fv2 reaches the mask through the skip
+
+
+def test_memory_maps_are_off_by_default_and_read_the_encoder_memory_when_on():
+    for preset in ("tiny", "small", "paper"):
+        assert get_config(preset).memory_maps is False
+    assert build_vlt(micro_config()).mask_decoder.memory_query is None  # the VLT head: Linear(D -> HW) only
+    torch.manual_seed(0)
+    cfg = micro_config(memory_maps=True)
+    model = build_vlt(cfg).eval()
+    b, nq, d, hw = 2, cfg.num_queries, cfg.d_model, cfg.feature_size ** 2
+    responses, memory = torch.randn(b, nq, d), torch.randn(b, hw, d)
+    with torch.no_grad():
+        base = model.mask_decoder(responses, None, memory)
+        moved = model.mask_decoder(responses, None, memory.roll(1, dims=1))  # the same cells, shifted by one
+        with pytest.raises(AssertionError, match="needs the encoder memory"):
+            model.mask_decoder(responses)
+        logits = model(torch.rand(b, 3, cfg.image_size, cfg.image_size), torch.randint(2, cfg.vocab_size, (b, 6)))[0]
+    assert base.shape == logits.shape == (b, 1, cfg.mask_size, cfg.mask_size)
+    assert not torch.allclose(base, moved)  # where the memory's cells are moves the maps

@@ -51,6 +51,12 @@ class VLTConfig:
     # decoder after its first upsampling, so that the mask can follow the image's own edges; the
     # VLT head sees no image features after the transformer (see the model card, "Where it fails").
     decoder_skip: bool = False
+    # Not in VLT (off in every preset): add to each query's H x W map the scaled dot product of its
+    # response with the transformer encoder's output at every position (as DETR's and MaskFormer's
+    # mask heads do). VLT's Linear(D -> HW) must learn a weight row for each of the HW cells from the
+    # samples whose target covers that cell; the dot product lets a map follow the positions the
+    # response matches, the same way at every cell. The linear term stays, so the VLT path is intact.
+    memory_maps: bool = False
     # * BatchNorm
     bn_eps: float = 1e-3  # Keras BatchNormalization default
     bn_momentum: float = 0.01  # PyTorch convention (= Keras momentum 0.99)

@@ -34,6 +34,7 @@ class MaskDecoder(nn.Module):
         bn_eps: float = 1e-3,
         bn_momentum: float = 0.01,
         skip_channels: int = 0,
+        memory_maps: bool = False,
     ) -> None:
         super().__init__()
         kw = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
@@ -41,24 +42,34 @@ class MaskDecoder(nn.Module):
         self.skip = CBL(skip_channels, width, 1, **kw) if skip_channels else None
         self.feature_size = feature_size
         self.response_to_map = nn.Linear(dim, feature_size * feature_size)
+        # optional, not in VLT: + <W_r r, W_m m_hw> / sqrt(D) for each query response r and encoder cell m_hw
+        self.memory_query = nn.Linear(dim, dim) if memory_maps else None
+        self.memory_key = nn.Linear(dim, dim) if memory_maps else None
         self.convs = nn.Sequential(
             CBL(num_queries, width, 3, **kw), CBL(width, width, 3, **kw), CBL(width, width, 3, **kw)
         )
         self.up_convs = nn.ModuleList([CBL(width, width, 3, **kw) for _ in range(3)])
         self.out = nn.Conv2d(width, 1, 3, padding=1, bias=True)
 
-    def forward(self, responses: torch.Tensor, fv2: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, responses: torch.Tensor, fv2: Optional[torch.Tensor] = None, memory: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """
         Arguments:
           responses (torch.Tensor): R', B x Nq x D.
           fv2 (torch.Tensor, optional): B x C3 x 2H x 2W, used only when built with skip_channels.
+          memory (torch.Tensor, optional): the encoder output B x HW x D, used only with memory_maps.
         Returns:
           torch.Tensor: mask logits B x 1 x 8H x 8W (stride 2 of the input).
         """
-        b, nq, _ = responses.shape
+        b, nq, d = responses.shape
         s = self.feature_size
-        maps = F.relu(self.response_to_map(responses)).view(b, nq, s, s)  # B x Nq x HW -> B x Nq x H x W
-        x = self.convs(maps)
+        maps = self.response_to_map(responses)  # B x Nq x HW
+        if self.memory_query is not None:
+            assert memory is not None, "a decoder built with memory_maps needs the encoder memory"
+            q, k = self.memory_query(responses), self.memory_key(memory)  # B x Nq x D, B x HW x D
+            maps = maps + torch.bmm(q, k.transpose(1, 2)) * d ** -0.5
+        x = self.convs(F.relu(maps).view(b, nq, s, s))  # B x Nq x H x W
         for i, conv in enumerate(self.up_convs):
             x = up2(x)
             if i == 0 and self.skip is not None:
@@ -77,4 +88,5 @@ def build_mask_decoder(cfg: VLTConfig) -> MaskDecoder:
         bn_eps=cfg.bn_eps,
         bn_momentum=cfg.bn_momentum,
         skip_channels=cfg.c3 if cfg.decoder_skip else 0,
+        memory_maps=cfg.memory_maps,
     )
