@@ -68,6 +68,7 @@ def evaluate_set(
     batch_size: int = 16,
     limit: Optional[int] = None,
     breakdown: bool = False,
+    per_expression: Optional[List[dict]] = None,
 ) -> Dict[str, Dict[str, float]]:
     """Run ``predict`` over every expression of the set at ``data`` and score it.
 
@@ -75,7 +76,8 @@ def evaluate_set(
     scene's object count (``size=small``, ``shape=star``, ``objects=7``), from the annotation's
     ``objects``; these groups are extra keys beside the expression types. Every group then also has
     ``picked`` (% of expressions whose mask covers the target more than any other object) and
-    ``mIoU|picked`` (the mIoU of those)."""
+    ``mIoU|picked`` (the mIoU of those). A ``per_expression`` list receives one
+    ``{"id", "type", "iou"}`` row per expression (for paired comparisons, ``tools/compare_models``)."""
     rows = read_set(data, limit)
     cache: Dict[str, Tuple[np.ndarray, Letterbox]] = {}
     records: List[Tuple[str, int, int]] = []
@@ -98,6 +100,9 @@ def evaluate_set(
             gt = np.asarray(Image.open(data / r["mask"]).convert("L")) > 127
             inter_union = iou(pred, gt)
             records.append((r.get("type", "all"), *inter_union))
+            if per_expression is not None:
+                per_expression.append({"id": r.get("id", len(per_expression)), "type": r.get("type", "all"),
+                                       "iou": inter_union[0] / max(inter_union[1], 1)})
             if breakdown:
                 groups = breakdown_groups(r)
                 extra.extend((group, *inter_union) for group in groups)
@@ -197,6 +202,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="score only the first N expressions")
     p.add_argument("--breakdown", action="store_true",
                    help="also score by the target's size and shape and by the number of objects in the scene")
+    p.add_argument("--per-expression", type=Path, default=None,
+                   help="also write each expression's IoU here as JSON lines (id, type, iou)")
     return p
 
 
@@ -227,14 +234,17 @@ def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
     predict, tokenizer, size, threshold = load_predictor(
         model=args.model, checkpoint=args.checkpoint, ema=args.ema, threads=args.threads
     )
+    rows: Optional[List[dict]] = [] if args.per_expression else None
     metrics = evaluate_set(
         predict, data=args.data, tokenizer=tokenizer, image_size=size, threshold=threshold,
-        batch_size=args.batch_size, limit=args.limit, breakdown=args.breakdown,
+        batch_size=args.batch_size, limit=args.limit, breakdown=args.breakdown, per_expression=rows,
     )
     print(format_table(metrics))
     print(f"({time.time() - t0:.1f} s)")
     if args.json:
         args.json.write_text(json.dumps(metrics, indent=1) + "\n")
+    if args.per_expression:
+        args.per_expression.write_text("".join(json.dumps(r) + "\n" for r in rows or []))
     return metrics
 
 

@@ -80,3 +80,30 @@ def test_evaluate_set_scores_a_perfect_predictor(tmp_path):
     want = {f"objects={len(r['objects'])}" for r in rows} | {f"shape={r['objects'][r['target']]['shape']}" for r in rows}
     assert want <= set(b)
     assert ("size=small" in format_table(b) or "size=large" in format_table(b)) and "mIoU|picked" in format_table(b)
+
+    # per_expression: one row per expression, whose mean is the set's mIoU
+    per: list = []
+    again = evaluate_set(oracle, data=tmp_path, tokenizer=tok, image_size=128, batch_size=4, per_expression=per)
+    assert again == m
+    assert [r["id"] for r in per] == [r["id"] for r in rows] and [r["type"] for r in per] == [r["type"] for r in rows]
+    assert 100 * np.mean([r["iou"] for r in per]) == pytest.approx(m["overall"]["mIoU"])
+
+
+def test_compare_models_pairs_expressions_by_id(tmp_path):
+    import json
+
+    from export.tools.compare_models import format_table, paired, read_rows
+
+    a = [{"id": i, "type": t, "iou": v} for i, (t, v) in enumerate([("attr", 0.2), ("attr", 0.6), ("size", 0.9), ("size", 0.4)])]
+    b = [{"id": i, "type": t, "iou": v} for i, (t, v) in enumerate([("attr", 0.5), ("attr", 0.7), ("size", 0.9), ("size", 0.2)])]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in a))
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reversed(b)))  # order does not matter
+    r = paired(read_rows(tmp_path / "a.jsonl"), read_rows(tmp_path / "b.jsonl"))
+    # differences +0.3, +0.1, 0, -0.2: mean 0.05, sample sd sqrt(0.13 / 3), SE = sd / 2
+    assert r["overall"]["delta"] == pytest.approx(5.0)
+    assert r["overall"]["SE"] == pytest.approx(100 * np.sqrt(0.13 / 3) / 2)
+    assert r["attr"]["delta"] == pytest.approx(20.0) and r["size"]["delta"] == pytest.approx(-10.0)
+    assert r["overall"]["Prec@0.5 A"] == 50 and r["overall"]["Prec@0.5 B"] == 75
+    assert "| overall | 4 | 52.50 | 57.50 | +5.00 |" in format_table(r)
+    with pytest.raises(ValueError, match="different expressions"):
+        paired(read_rows(tmp_path / "a.jsonl"), read_rows(tmp_path / "a.jsonl") | {9: {"id": 9, "type": "attr", "iou": 1.0}})
