@@ -39,6 +39,11 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> Tuple[int, int]:
     return int(np.logical_and(pred, gt).sum()), int(np.logical_or(pred, gt).sum())
 
 
+def iou_ratio(inter: int, union: int) -> float:
+    """One expression's IoU; an empty prediction of an empty target counts as a perfect match."""
+    return inter / union if union else 1.0
+
+
 def summarise(records: Sequence[Tuple[str, int, int]]) -> Dict[str, Dict[str, float]]:
     """records: (type, intersection, union) per expression -> metrics overall and per type (in %)."""
     groups: Dict[str, List[Tuple[int, int]]] = defaultdict(list)
@@ -49,8 +54,7 @@ def summarise(records: Sequence[Tuple[str, int, int]]) -> Dict[str, Dict[str, fl
     for name, rows in groups.items():
         inter = np.array([r[0] for r in rows], dtype=np.float64)
         union = np.array([r[1] for r in rows], dtype=np.float64)
-        # An empty prediction of an empty target counts as a perfect match.
-        ious = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+        ious = np.array([iou_ratio(i, u) for i, u in rows])
         m = {"n": len(rows), "mIoU": 100 * float(ious.mean()), "oIoU": 100 * float(inter.sum() / max(union.sum(), 1))}
         for t in PREC_THRESHOLDS:
             m[f"Prec@{t}"] = 100 * float((ious >= t).mean())
@@ -100,17 +104,17 @@ def evaluate_set(
             gt = np.asarray(Image.open(data / r["mask"]).convert("L")) > 127
             inter_union = iou(pred, gt)
             records.append((r.get("type", "all"), *inter_union))
+            value = iou_ratio(*inter_union)
             if per_expression is not None:
                 per_expression.append({"id": r.get("id", len(per_expression)), "type": r.get("type", "all"),
-                                       "iou": inter_union[0] / max(inter_union[1], 1)})
+                                       "iou": value})
             if breakdown:
                 groups = breakdown_groups(r)
                 extra.extend((group, *inter_union) for group in groups)
                 if groups and pred.shape[0] == pred.shape[1]:
                     hit = picked_object(pred, r["objects"]) == r["target"]
-                    value = inter_union[0] / max(inter_union[1], 1) if hit else None
                     for g in ["overall", r.get("type", "all"), *groups]:
-                        picked[g].append(value)
+                        picked[g].append(value if hit else None)
     metrics = summarise(records)
     if extra:
         metrics.update({k: v for k, v in summarise(extra).items() if k != "overall"})
