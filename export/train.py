@@ -35,6 +35,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None, help="override the preset's input size S")
     p.add_argument("--decoder-skip", action="store_true",
                    help="not in VLT: feed the stride-8 backbone map to the mask decoder (VLTConfig.decoder_skip)")
+    p.add_argument("--skip-gate", action="store_true",
+                   help="not in VLT: gate the --decoder-skip by the decoder's query-path features (VLTConfig.decoder_skip_gate)")
     p.add_argument("--memory-maps", action="store_true",
                    help="not in VLT: add response . encoder-memory products to the query maps (VLTConfig.memory_maps); "
                         "use with --ema 0: an EMA of the weights averages the bilinear pair apart (model card)")
@@ -108,6 +110,8 @@ def main(args: argparse.Namespace) -> Path:
             overrides["image_size"] = args.image_size
         if args.decoder_skip:
             overrides["decoder_skip"] = True
+        if args.skip_gate:
+            overrides["decoder_skip_gate"] = True
         if args.memory_maps:
             overrides["memory_maps"] = True
         cfg = get_config(args.preset, **overrides)

@@ -42,6 +42,11 @@ def test_decoder_skip_exports_with_parity(tmp_path):
     assert model.mask_decoder.skip is not None and manifest["config"]["decoder_skip"] is True
 
 
+def test_gated_decoder_skip_exports_with_parity(tmp_path):
+    out, manifest, model = export_micro(tmp_path, decoder_skip=True, decoder_skip_gate=True)  # raises on a mismatch
+    assert model.mask_decoder.skip_gate is not None and manifest["config"]["decoder_skip_gate"] is True
+
+
 def test_memory_maps_export_with_parity(tmp_path):
     out, manifest, model = export_micro(tmp_path, memory_maps=True)  # raises on an ONNX mismatch
     assert model.mask_decoder.memory_query is not None and manifest["config"]["memory_maps"] is True

@@ -196,6 +196,30 @@ def test_decoder_skip_is_off_by_default_and_reads_fv2_when_on():
     assert not torch.allclose(base, moved)  # Fv2 reaches the mask through the skip
 
 
+def test_skip_gate_needs_the_skip_and_scales_what_fv2_adds():
+    for preset in ("tiny", "small", "paper"):
+        assert get_config(preset).decoder_skip_gate is False
+    with pytest.raises(ValueError, match="needs decoder_skip"):
+        micro_config(decoder_skip_gate=True)
+    assert build_vlt(micro_config(decoder_skip=True)).mask_decoder.skip_gate is None  # the plain skip
+    torch.manual_seed(0)
+    cfg = micro_config(decoder_skip=True, decoder_skip_gate=True)
+    model = build_vlt(cfg).eval()
+    gate = model.mask_decoder.skip_gate
+    assert torch.all(gate.bias == -2.0)  # starts mostly closed: sigmoid(-2) = 0.12
+    # the decoder alone: Fv2 also feeds the fusion, so decode() would move with it either way
+    s = cfg.feature_size
+    responses, fv2 = torch.randn(2, cfg.num_queries, cfg.d_model), torch.rand(2, cfg.c3, 2 * s, 2 * s)
+    with torch.no_grad():
+        base, moved = model.mask_decoder(responses, fv2), model.mask_decoder(responses, fv2 + 1.0)
+        gate.weight.zero_()
+        gate.bias.fill_(-1e4)  # a shut gate: Fv2 no longer reaches the mask
+        shut, shut_moved = model.mask_decoder(responses, fv2), model.mask_decoder(responses, fv2 + 1.0)
+    assert base.shape == (2, 1, cfg.mask_size, cfg.mask_size)
+    assert not torch.allclose(base, moved)
+    assert torch.equal(shut, shut_moved)
+
+
 def test_memory_maps_are_off_by_default_and_read_the_encoder_memory_when_on():
     for preset in ("tiny", "small", "paper"):
         assert get_config(preset).memory_maps is False

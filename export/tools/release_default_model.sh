@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # From a finished training run to the shipped model folder, with every figure of its model card:
 #   bash export/tools/release_default_model.sh [runs/tiny] [models/vlt-refshapes] [version]
-# 1) choose raw or EMA weights on the run's own monitor set (generated, seed 777 — not val);
+# 1) choose raw or EMA weights on the run's own monitor set (generated, seed 777 — not val; raw when
+#    the run kept no EMA);
 # 2) export to ONNX (parity-checked); 3) evaluate on ../shared/refshapes/val and on a fresh set of
 # our own generator (seed 2) and on its hard variant (8-10 objects, seed 3); 4) record the three in
 # model.json; 5) print the learning curve.
@@ -10,17 +11,24 @@ run=${1:-runs/tiny}; out=${2:-models/vlt-refshapes}; version=${3:-1.0.0}
 val=${VAL:-../shared/refshapes/val}
 py=${PYTHON:-python3}
 
-for w in ema no-ema; do
-  $py -m export.evaluate --checkpoint "$run/checkpoint.pt" --$w --data "$run/monitor" --json "$run/monitor-$w.json" >/dev/null
-done
-pick=$($py - "$run" <<'PY'
+# a run trained with --ema 0 has no EMA weights: then there is nothing to choose
+has_ema=$($py -c "import sys, torch; print(int(torch.load(sys.argv[1], map_location='cpu', weights_only=False).get('model_ema') is not None))" "$run/checkpoint.pt")
+if [ "$has_ema" = 1 ]; then
+  for w in ema no-ema; do
+    $py -m export.evaluate --checkpoint "$run/checkpoint.pt" --$w --data "$run/monitor" --json "$run/monitor-$w.json" >/dev/null
+  done
+  pick=$($py - "$run" <<'PY'
 import json, sys
 run = sys.argv[1]
 score = {w: json.load(open(f"{run}/monitor-{w}.json"))["overall"]["mIoU"] for w in ("ema", "no-ema")}
 print(max(score, key=score.get))
 PY
 )
-echo "monitor mIoU: ema $($py -c "import json;print(round(json.load(open('$run/monitor-ema.json'))['overall']['mIoU'],2))"), raw $($py -c "import json;print(round(json.load(open('$run/monitor-no-ema.json'))['overall']['mIoU'],2))") -> exporting --$pick"
+  echo "monitor mIoU: ema $($py -c "import json;print(round(json.load(open('$run/monitor-ema.json'))['overall']['mIoU'],2))"), raw $($py -c "import json;print(round(json.load(open('$run/monitor-no-ema.json'))['overall']['mIoU'],2))") -> exporting --$pick"
+else
+  pick=no-ema
+  echo "the run kept no EMA weights (--ema 0) -> exporting --$pick"
+fi
 
 $py -m export.export_onnx --checkpoint "$run/checkpoint.pt" --$pick --out "$out" --version "$version"
 $py -m export.evaluate --model "$out" --data "$val" --json "$run/val.json"

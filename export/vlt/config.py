@@ -51,6 +51,12 @@ class VLTConfig:
     # decoder after its first upsampling, so that the mask can follow the image's own edges; the
     # VLT head sees no image features after the transformer (see the model card, "Where it fails").
     decoder_skip: bool = False
+    # Not in VLT (off in every preset; needs decoder_skip): scale the added Fv2 projection by a
+    # sigmoid gate computed from the decoder's own (query-path) features, x + sigmoid(G x) * P(Fv2),
+    # with G's bias starting at -2. The plain skip let the decoder draw whatever it saw in the image
+    # and slowed the learning of location and relation (model card, "Probes"); the gate lets the
+    # image's edges in only where the words' maps already point.
+    decoder_skip_gate: bool = False
     # Not in VLT (off in every preset): add to each query's H x W map the scaled dot product of its
     # response with the transformer encoder's output at every position (as DETR's and MaskFormer's
     # mask heads do). VLT's Linear(D -> HW) must learn a weight row for each of the HW cells from the
@@ -69,6 +75,8 @@ class VLTConfig:
             raise ValueError(f"backbone_depths needs 5 stages, got {self.backbone_depths!r}")
         if self.d_model % self.nheads != 0:
             raise ValueError(f"d_model {self.d_model} is not divisible by nheads {self.nheads}")
+        if self.decoder_skip_gate and not self.decoder_skip:
+            raise ValueError("decoder_skip_gate needs decoder_skip")
         if self.gru_recurrent_activation not in ("sigmoid", "hard_sigmoid"):
             raise ValueError(f"unknown gru_recurrent_activation {self.gru_recurrent_activation!r}")
 

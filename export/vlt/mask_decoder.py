@@ -35,12 +35,17 @@ class MaskDecoder(nn.Module):
         bn_eps: float = 1e-3,
         bn_momentum: float = 0.01,
         skip_channels: int = 0,
+        skip_gate: bool = False,
         memory_maps: bool = False,
     ) -> None:
         super().__init__()
         kw = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
         # optional, not in VLT: Fv2 (stride 8) projected and added after the first upsampling
         self.skip = CBL(skip_channels, width, 1, **kw) if skip_channels else None
+        # optional, not in VLT: gate that skip by the query path, sigmoid(G x) with G's bias at -2
+        self.skip_gate = nn.Conv2d(width, width, 1) if skip_channels and skip_gate else None
+        if self.skip_gate is not None:
+            nn.init.constant_(self.skip_gate.bias, -2.0)
         self.feature_size = feature_size
         self.response_to_map = nn.Linear(dim, feature_size * feature_size)
         # optional, not in VLT: + <W_r r, W_m m_hw> / sqrt(D) for each query response r and encoder cell m_hw
@@ -75,7 +80,8 @@ class MaskDecoder(nn.Module):
             x = up2(x)
             if i == 0 and self.skip is not None:
                 assert fv2 is not None, "a decoder built with skip_channels needs Fv2"
-                x = x + self.skip(fv2)
+                s_ = self.skip(fv2)
+                x = x + (torch.sigmoid(self.skip_gate(x)) * s_ if self.skip_gate is not None else s_)
             x = conv(x)
         return self.out(x)
 
@@ -89,5 +95,6 @@ def build_mask_decoder(cfg: VLTConfig) -> MaskDecoder:
         bn_eps=cfg.bn_eps,
         bn_momentum=cfg.bn_momentum,
         skip_channels=cfg.c3 if cfg.decoder_skip else 0,
+        skip_gate=cfg.decoder_skip_gate,
         memory_maps=cfg.memory_maps,
     )
