@@ -33,6 +33,9 @@ def parse_overrides(items: List[str]) -> Dict[str, object]:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set wants KEY=VALUE, got {item!r}")
+        if value.lower() in ("true", "false"):  # a plain string "false" would switch a flag on
+            out[key] = value.lower() == "true"
+            continue
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
