@@ -1,8 +1,9 @@
 """Mask decoder: each balanced query response becomes an H x W map through one shared
 Linear(D -> HW) + ReLU; the Nq maps are stacked as Nq channels (no sum over queries) and decoded by
 six 3x3 CBLs with three nearest 2x upsamplings and a final 3x3 conv to one logit channel at stride 2
-(the 'responses -> map' and 'mask decoder' rows of design/VLT.md §1). Two optional additions, not in
-VLT and off in every preset, are described at VLTConfig.decoder_skip and VLTConfig.memory_maps."""
+(the 'responses -> map' and 'mask decoder' rows of design/VLT.md §1). Three optional additions, not in
+VLT and off in every preset, are described at VLTConfig.decoder_skip, VLTConfig.decoder_skip_gate and
+VLTConfig.memory_maps."""
 
 from __future__ import annotations
 
@@ -80,8 +81,8 @@ class MaskDecoder(nn.Module):
             x = up2(x)
             if i == 0 and self.skip is not None:
                 assert fv2 is not None, "a decoder built with skip_channels needs Fv2"
-                s_ = self.skip(fv2)
-                x = x + (torch.sigmoid(self.skip_gate(x)) * s_ if self.skip_gate is not None else s_)
+                detail = self.skip(fv2)
+                x = x + (torch.sigmoid(self.skip_gate(x)) * detail if self.skip_gate is not None else detail)
             x = conv(x)
         return self.out(x)
 
