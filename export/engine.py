@@ -49,13 +49,20 @@ def conv_weight_decay(model: nn.Module) -> torch.Tensor:
     return total
 
 
-def lr_at(progress: float, *, base_lr: float, warmup: float, final_ratio: float) -> float:
+def lr_at(progress: float, *, base_lr: float, warmup: float, final_ratio: float, decay: float = 1.0) -> float:
     """Learning rate at training progress in [0, 1]:
     1) linear warm-up over the first ``warmup`` fraction;
-    2) cosine decay from base_lr to base_lr * final_ratio over the rest."""
+    2) base_lr held until the last ``decay`` fraction (warmup-stable-decay; decay 1: none held);
+    3) cosine decay from base_lr to base_lr * final_ratio over that last fraction.
+
+    With ``decay`` < 1 a run that is resumed many times can have its length (``--steps``) raised
+    while it is still in the stable phase, without a jump in the learning rate."""
     if progress < warmup:
         return base_lr * max(progress / warmup, 0.01)
-    t = min(1.0, (progress - warmup) / max(1e-8, 1.0 - warmup))
+    start = max(warmup, 1.0 - decay)
+    if progress < start:
+        return base_lr
+    t = min(1.0, (progress - start) / max(1e-8, 1.0 - start))
     return base_lr * (final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
@@ -134,6 +141,8 @@ def train_one_step(
     bf16: bool,
     channels_last: bool,
     dice_weight: float = 0.0,
+    aux: Optional[nn.Module] = None,
+    aux_weight: float = 0.0,
 ) -> Dict[str, float]:
     """One optimiser step. With ``batch["image_index"]`` (``collate(share_images=True)``) the
     backbone runs once per distinct image and its features are gathered per expression. The
@@ -142,6 +151,8 @@ def train_one_step(
 
     Loss: the paper's summed BCE, plus ``dice_weight`` x (mask pixels) x mean Dice loss, so that a
     weight of 1 is "mean BCE + Dice" up to the overall scale the paper's BCE sets for weight decay.
+    ``aux`` (a training aid such as ``training_aids.EncoderMaskHead``, trained by the same
+    optimiser) adds ``aux_weight`` x (mask pixels) x its own loss on the same scale.
     """
     model.train()
     image = batch["image"]
@@ -154,6 +165,9 @@ def train_one_step(
     loss_dice = dice_loss(logits, batch["target"]) if dice_weight else None
     if loss_dice is not None:
         loss = loss + dice_weight * logits[0].numel() * loss_dice
+    loss_aux = aux.loss(batch["target"]) if aux is not None else None
+    if loss_aux is not None:
+        loss = loss + aux_weight * logits[0].numel() * loss_aux
     if weight_decay:
         loss = loss + weight_decay * conv_weight_decay(model)
     if not math.isfinite(loss.item()):
@@ -170,6 +184,8 @@ def train_one_step(
              "train_miou": (inter / union).mean().item()}
     if loss_dice is not None:
         stats["dice"] = loss_dice.item()
+    if loss_aux is not None:
+        stats["aux"] = loss_aux.item()
     return stats
 
 

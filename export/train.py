@@ -23,6 +23,7 @@ import torch
 from export.data.refshapes import WORDS, RefShapesConfig, RefShapesStream, write_set
 from export.engine import ModelEma, collate, load_checkpoint, lr_at, save_checkpoint, train_one_step
 from export.evaluate import evaluate_set, torch_predictor
+from export.training_aids import EncoderMaskHead, train_word_table
 from export.vlt import VLTConfig, build_vlt, count_parameters, get_config
 from export.vlt.glove import BUNDLED, build_vocabulary
 from export.vlt.tokenizer import Tokenizer
@@ -50,9 +51,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (the paper's)")
     p.add_argument("--warmup", type=float, default=0.03, help="fraction of training spent warming up")
     p.add_argument("--final-lr-ratio", type=float, default=0.01, help="cosine decays to lr * this")
+    p.add_argument("--decay", type=float, default=1.0,
+                   help="fraction of the schedule, at its end, over which the lr decays; before it the lr stays at "
+                        "--lr (1: cosine from the end of warm-up; < 1 lets a resumed run raise --steps)")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 on conv kernels (the paper's)")
     p.add_argument("--dice-weight", type=float, default=1.0,
                    help="weight of the Dice term added to the paper's BCE (0: the paper's loss only)")
+    p.add_argument("--aux-weight", type=float, default=0.0,
+                   help="training aid: weight of the encoder mask head's loss (training_aids.EncoderMaskHead; 0: off)")
+    p.add_argument("--train-words", action="store_true",
+                   help="training aid: fine-tune the word table (frozen GloVe in the paper; training_aids.train_word_table)")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights (0: off)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bfloat16 autocast on CPU")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="NHWC convolutions")
@@ -120,16 +128,22 @@ def main(args: argparse.Namespace) -> Path:
     tokenizer = Tokenizer(vocab, cfg.max_words)
     print(f"preset {args.preset}: {count_parameters(model) / 1e6:.2f} M trainable parameters, "
           f"vocabulary {len(vocab)} ({vocab_info['data_words_in_glove']}/{vocab_info['data_words']} data words in GloVe)")
+    if args.train_words:
+        train_word_table(model)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    # 3) optimiser (Adam, as in the paper) and EMA
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+    # 3) EMA, training aids (after the EMA's copy, so that its copy carries no hook) and optimiser
     ema = ModelEma(model, args.ema) if args.ema > 0 else None
+    aux = EncoderMaskHead(model, dim=cfg.d_model, feature_size=cfg.feature_size) if args.aux_weight else None
+    params = [p for p in model.parameters() if p.requires_grad] + (list(aux.parameters()) if aux else [])
+    optimizer = torch.optim.Adam(params, lr=args.lr)
     step, elapsed = 0, 0.0
     if resume:
         optimizer.load_state_dict(ckpt["optimizer"])
         step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+        if aux is not None:
+            aux.load_state_dict(ckpt["aux"])
         if ema is not None and ckpt.get("model_ema") is not None and "ema_updates" in ckpt:
             ema.module.load_state_dict(ckpt["model_ema"])
             ema.updates = int(ckpt["ema_updates"])
@@ -161,7 +175,7 @@ def main(args: argparse.Namespace) -> Path:
     def checkpoint() -> None:
         save_checkpoint(
             ckpt_path, model=model.state_dict(), model_ema=ema.module.state_dict() if ema else None,
-            optimizer=optimizer.state_dict(), step=step, ema_updates=ema.updates if ema else 0, elapsed=time.time() - t_start, config=cfg.to_dict(),
+            optimizer=optimizer.state_dict(), aux=aux.state_dict() if aux else None, step=step, ema_updates=ema.updates if ema else 0, elapsed=time.time() - t_start, config=cfg.to_dict(),
             vocab=vocab, vocab_info=vocab_info, args={k: str(v) for k, v in vars(args).items()},
         )
 
@@ -170,11 +184,12 @@ def main(args: argparse.Namespace) -> Path:
         progress = max(step / args.steps, elapsed / budget if budget else 0.0)
         if progress >= 1.0:
             break
-        lr = lr_at(progress, base_lr=args.lr, warmup=args.warmup, final_ratio=args.final_lr_ratio)
+        lr = lr_at(progress, base_lr=args.lr, warmup=args.warmup, final_ratio=args.final_lr_ratio, decay=args.decay)
         for g in optimizer.param_groups:
             g["lr"] = lr
         stats = train_one_step(model, batch, optimizer, weight_decay=args.weight_decay,
-                               bf16=args.bf16, channels_last=args.channels_last, dice_weight=args.dice_weight)
+                               bf16=args.bf16, channels_last=args.channels_last, dice_weight=args.dice_weight,
+                               aux=aux, aux_weight=args.aux_weight)
         stats["images"] = float(batch["image"].shape[0])
         if ema is not None:
             ema.update(model)
