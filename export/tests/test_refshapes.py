@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from export.data import refshapes as R
+from export.data.refshapes import dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,7 +126,7 @@ def test_stream_deterministic_and_worker_aware(monkeypatch):
         def __init__(self, i):
             self.id, self.num_workers = i, 2
 
-    monkeypatch.setattr(R, "_get_worker_info", lambda: Info(1))
+    monkeypatch.setattr(dataset, "_get_worker_info", lambda: Info(1))
     w1 = _take(R.RefShapesStream(seed=5), 4)
     w1b = _take(R.RefShapesStream(seed=5), 4)
     assert [x["image"].tobytes() for x in w1] == [x["image"].tobytes() for x in w1b]

@@ -7,8 +7,8 @@ def test_overrides_parse_python_literals_and_plain_strings():
     assert parse_overrides(["decoder_width=16", "backbone_depths=(1, 1, 2, 2, 1)", "gru_recurrent_activation=sigmoid"]) == {
         "decoder_width": 16, "backbone_depths": (1, 1, 2, 2, 1), "gru_recurrent_activation": "sigmoid"}
     # booleans in any case: "false" must not reach the config as a (truthy) string
-    assert parse_overrides(["decoder_skip=false", "memory_maps=True", "mask_padding=TRUE"]) == {
-        "decoder_skip": False, "memory_maps": True, "mask_padding": True}
+    assert parse_overrides(["qgm_input_proj=false", "mask_padding=TRUE"]) == {
+        "qgm_input_proj": False, "mask_padding": True}
 
 
 def test_probe_times_a_training_step_and_each_module(capsys):

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from export.engine import referring_loss
 from export.tests.conftest import micro_config
-from export.vlt import build_vlt, count_parameters, get_config
+from export.vlt import VLTConfig, build_vlt, count_parameters, get_config
 from export.vlt.common import ReLUMultiheadAttention
 from export.vlt.language import KerasGRUCell
 
@@ -178,62 +178,8 @@ def test_ema_tracks_the_model_early_and_averages_later():
     assert ema.module.weight.requires_grad is False
 
 
-def test_decoder_skip_is_off_by_default_and_reads_fv2_when_on():
-    for preset in ("tiny", "small", "paper"):
-        assert get_config(preset).decoder_skip is False
-    assert build_vlt(micro_config()).mask_decoder.skip is None  # the VLT head: no image features
-    torch.manual_seed(0)
-    cfg = micro_config(decoder_skip=True)
-    model = build_vlt(cfg).eval()
-    image, tokens = torch.rand(2, 3, cfg.image_size, cfg.image_size), torch.randint(2, cfg.vocab_size, (2, 6))
-    with torch.no_grad():
-        fv0, fv1, fv2 = model.encode_image(image)
-        base = model.decode(fv0, fv1, fv2, tokens)[0]
-        moved = model.decode(fv0, fv1, fv2 + 1.0, tokens)[0]
-        with pytest.raises(AssertionError, match="needs Fv2"):
-            model.mask_decoder(torch.zeros(2, cfg.num_queries, cfg.d_model))
-    assert base.shape == (2, 1, cfg.mask_size, cfg.mask_size)
-    assert not torch.allclose(base, moved)  # Fv2 reaches the mask through the skip
-
-
-def test_skip_gate_needs_the_skip_and_scales_what_fv2_adds():
-    for preset in ("tiny", "small", "paper"):
-        assert get_config(preset).decoder_skip_gate is False
-    with pytest.raises(ValueError, match="needs decoder_skip"):
-        micro_config(decoder_skip_gate=True)
-    assert build_vlt(micro_config(decoder_skip=True)).mask_decoder.skip_gate is None  # the plain skip
-    torch.manual_seed(0)
-    cfg = micro_config(decoder_skip=True, decoder_skip_gate=True)
-    model = build_vlt(cfg).eval()
-    gate = model.mask_decoder.skip_gate
-    assert torch.all(gate.bias == -2.0)  # starts mostly closed: sigmoid(-2) = 0.12
-    # the decoder alone: Fv2 also feeds the fusion, so decode() would move with it either way
-    s = cfg.feature_size
-    responses, fv2 = torch.randn(2, cfg.num_queries, cfg.d_model), torch.rand(2, cfg.c3, 2 * s, 2 * s)
-    with torch.no_grad():
-        base, moved = model.mask_decoder(responses, fv2), model.mask_decoder(responses, fv2 + 1.0)
-        gate.weight.zero_()
-        gate.bias.fill_(-1e4)  # a shut gate: Fv2 no longer reaches the mask
-        shut, shut_moved = model.mask_decoder(responses, fv2), model.mask_decoder(responses, fv2 + 1.0)
-    assert base.shape == (2, 1, cfg.mask_size, cfg.mask_size)
-    assert not torch.allclose(base, moved)
-    assert torch.equal(shut, shut_moved)
-
-
-def test_memory_maps_are_off_by_default_and_read_the_encoder_memory_when_on():
-    for preset in ("tiny", "small", "paper"):
-        assert get_config(preset).memory_maps is False
-    assert build_vlt(micro_config()).mask_decoder.memory_query is None  # the VLT head: Linear(D -> HW) only
-    torch.manual_seed(0)
-    cfg = micro_config(memory_maps=True)
-    model = build_vlt(cfg).eval()
-    b, nq, d, hw = 2, cfg.num_queries, cfg.d_model, cfg.feature_size ** 2
-    responses, memory = torch.randn(b, nq, d), torch.randn(b, hw, d)
-    with torch.no_grad():
-        base = model.mask_decoder(responses, None, memory)
-        moved = model.mask_decoder(responses, None, memory.roll(1, dims=1))  # the same cells, shifted by one
-        with pytest.raises(AssertionError, match="needs the encoder memory"):
-            model.mask_decoder(responses)
-        logits = model(torch.rand(b, 3, cfg.image_size, cfg.image_size), torch.randint(2, cfg.vocab_size, (b, 6)))[0]
-    assert base.shape == logits.shape == (b, 1, cfg.mask_size, cfg.mask_size)
-    assert not torch.allclose(base, moved)  # where the memory's cells are moves the maps
+def test_configs_of_the_removed_probe_options_load_when_off_and_are_refused_when_on():
+    saved = {**micro_config().to_dict(), "decoder_skip": False, "decoder_skip_gate": False, "memory_maps": False}
+    assert VLTConfig.from_dict(saved) == micro_config()
+    with pytest.raises(ValueError, match="unknown VLTConfig keys"):
+        VLTConfig.from_dict({**saved, "memory_maps": True})

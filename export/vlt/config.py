@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Tuple
 
 
+_REMOVED_OPTIONS = ("decoder_skip", "decoder_skip_gate", "memory_maps")
+
+
 @dataclass
 class VLTConfig:
     # * Input
@@ -47,22 +50,6 @@ class VLTConfig:
     qgm_input_proj: bool = False
     # * Mask decoder
     decoder_width: int = 256  # channels of the six 3x3 CBLs of the mask decoder
-    # Not in VLT (off in every preset): add a 1x1 projection of the stride-8 backbone map Fv2 to the
-    # decoder after its first upsampling, so that the mask can follow the image's own edges; the
-    # VLT head sees no image features after the transformer (see the model card, "Where it fails").
-    decoder_skip: bool = False
-    # Not in VLT (off in every preset; needs decoder_skip): scale the added Fv2 projection by a
-    # sigmoid gate computed from the decoder's own (query-path) features, x + sigmoid(G x) * P(Fv2),
-    # with G's bias starting at -2. The plain skip let the decoder draw whatever it saw in the image
-    # and slowed the learning of location and relation (model card, "Probes"); the gate lets the
-    # image's edges in only where the words' maps already point.
-    decoder_skip_gate: bool = False
-    # Not in VLT (off in every preset): add to each query's H x W map the scaled dot product of its
-    # response with the transformer encoder's output at every position (as DETR's and MaskFormer's
-    # mask heads do). VLT's Linear(D -> HW) must learn a weight row for each of the HW cells from the
-    # samples whose target covers that cell; the dot product lets a map follow the positions the
-    # response matches, the same way at every cell. The linear term stays, so the VLT path is intact.
-    memory_maps: bool = False
     # * BatchNorm
     bn_eps: float = 1e-3  # Keras BatchNormalization default
     bn_momentum: float = 0.01  # PyTorch convention (= Keras momentum 0.99)
@@ -75,8 +62,6 @@ class VLTConfig:
             raise ValueError(f"backbone_depths needs 5 stages, got {self.backbone_depths!r}")
         if self.d_model % self.nheads != 0:
             raise ValueError(f"d_model {self.d_model} is not divisible by nheads {self.nheads}")
-        if self.decoder_skip_gate and not self.decoder_skip:
-            raise ValueError("decoder_skip_gate needs decoder_skip")
         if self.gru_recurrent_activation not in ("sigmoid", "hard_sigmoid"):
             raise ValueError(f"unknown gru_recurrent_activation {self.gru_recurrent_activation!r}")
 
@@ -118,6 +103,9 @@ class VLTConfig:
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "VLTConfig":
         known = {f.name for f in dataclasses.fields(cls)}
+        # Options of earlier probes, removed from the network (the model card keeps their record);
+        # a config that has them switched off is still a plain VLT and loads.
+        d = {k: v for k, v in d.items() if not (k in _REMOVED_OPTIONS and v is False)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown VLTConfig keys {sorted(unknown)!r}")

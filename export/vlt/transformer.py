@@ -10,8 +10,6 @@ the trained model (design/VLT.md §4).
 
 from __future__ import annotations
 
-from typing import Tuple, Union
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -97,15 +95,14 @@ class Transformer(nn.Module):
         self.decoder = nn.ModuleList([TransformerDecoderLayer(**kw) for _ in range(dec_layers)])
 
     def forward(
-        self, f_tf: torch.Tensor, queries: torch.Tensor, *, return_memory: bool = False
-    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        self, f_tf: torch.Tensor, queries: torch.Tensor
+    ) -> torch.Tensor:
         """
         Arguments:
           f_tf (torch.Tensor): B x D x H x W fused visual map.
           queries (torch.Tensor): B x Nq x D, the QGM's output Fq.
-          return_memory (bool): also return the encoder output (for VLTConfig.memory_maps).
         Returns:
-          torch.Tensor: responses R, B x Nq x D; with return_memory, (R, memory B x HW x D).
+          torch.Tensor: responses R, B x Nq x D.
         """
         x = f_tf.flatten(2).transpose(1, 2)  # B x D x H x W -> B x HW x D
         x = x + sine_position_encoding(x.shape[1], x.shape[2], x)
@@ -114,7 +111,7 @@ class Transformer(nn.Module):
         y = queries + sine_position_encoding(queries.shape[1], queries.shape[2], queries)
         for layer in self.decoder:
             y = layer(y, x)
-        return (y, x) if return_memory else y
+        return y
 
 
 def build_transformer(cfg: VLTConfig) -> Transformer:

@@ -78,10 +78,9 @@ class VLT(nn.Module):
         words, sentence, pad = self.language_encoder(tokens)  # B x L x U, B x U
         fmq, f_tf = self.fusion(fv0, fv1, fv2, sentence)  # B x C4 x H x W, B x D x H x W
         queries, attn = self.qgm(fmq, words, pad)  # B x Nq x D, B x heads x Nq x L
-        responses, memory = self.transformer(f_tf, queries, return_memory=True)  # B x Nq x D, B x HW x D
+        responses = self.transformer(f_tf, queries)  # B x Nq x D
         balanced, confidence = self.qbm(responses, queries)  # B x Nq x D, B x Nq
-        # B x 1 x S/2 x S/2; Fv2 is read only with decoder_skip, the memory only with memory_maps
-        mask_logits = self.mask_decoder(balanced, fv2, memory)
+        mask_logits = self.mask_decoder(balanced)  # B x 1 x S/2 x S/2
         return mask_logits, confidence, attn.mean(dim=1)  # heads averaged: B x Nq x L
 
 
