@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
+from contextlib import nullcontext
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -41,12 +41,10 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def conv_weight_decay(model: nn.Module) -> torch.Tensor:
-    """Sum of squared conv kernels (the original's L2 regulariser on conv kernels)."""
-    total = torch.zeros(())
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            total = total + m.weight.float().pow(2).sum()
-    return total
+    """Sum of squared kernels of the trained convs (the original's L2 regulariser on conv kernels;
+    frozen ones, such as a pretrained Darknet, would add only a constant)."""
+    terms = [m.weight.float().pow(2).sum() for m in model.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
 def lr_at(progress: float, *, base_lr: float, warmup: float, final_ratio: float, decay: float = 1.0) -> float:
@@ -138,46 +136,67 @@ def train_one_step(
     optimizer: torch.optim.Optimizer,
     *,
     weight_decay: float,
-    bf16: bool,
-    channels_last: bool,
+    amp: Optional[torch.dtype] = None,
+    channels_last: bool = False,
     dice_weight: float = 0.0,
     aux: Optional[nn.Module] = None,
     aux_weight: float = 0.0,
+    net: Optional[nn.Module] = None,
+    frozen: Sequence[nn.Module] = (),
+    scaler: Optional[torch.amp.GradScaler] = None,
+    device: Optional[torch.device] = None,
 ) -> Dict[str, float]:
-    """One optimiser step. With ``batch["image_index"]`` (``collate(share_images=True)``) the
-    backbone runs once per distinct image and its features are gathered per expression. The
-    outputs equal those of running every expression's own copy of the image, except that the
-    backbone's BatchNorm batch statistics count each image once instead of once per expression.
+    """One optimiser step, for train.py (RefShapes on CPU) and train_refer.py (RefCOCO on GPUs).
+
+    ``amp`` is the autocast dtype (None: full precision); ``net`` is what runs the forward pass when
+    it wraps ``model`` (DistributedDataParallel); ``frozen`` modules stay in eval mode (pretrained
+    BatchNorm statistics); ``scaler`` scales an fp16 loss; ``device`` is where the batch goes.
+
+    With ``batch["image_index"]`` (``collate(share_images=True)``) the backbone runs once per
+    distinct image and its features are gathered per expression. The outputs equal those of
+    running every expression's own copy of the image, except that the backbone's BatchNorm batch
+    statistics count each image once instead of once per expression.
 
     Loss: the paper's summed BCE, plus ``dice_weight`` x (mask pixels) x mean Dice loss, so that a
     weight of 1 is "mean BCE + Dice" up to the overall scale the paper's BCE sets for weight decay.
     ``aux`` (a training aid such as ``training_aids.EncoderMaskHead``, trained by the same
     optimiser) adds ``aux_weight`` x (mask pixels) x its own loss on the same scale.
     """
-    model.train()
+    net = net if net is not None else model
+    net.train()
+    for m in frozen:
+        m.eval()
+    if device is not None:
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     image = batch["image"]
     if channels_last:
         image = image.contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits, confidence, _ = forward_batch(model, image, batch)
-    loss_bce = referring_loss(logits, batch["target"])
+    with torch.autocast(image.device.type, dtype=amp) if amp is not None else nullcontext():
+        logits, _, _ = forward_batch(net, image, batch)
+    target = batch["target"]
+    loss_bce = referring_loss(logits, target)
     loss = loss_bce
-    loss_dice = dice_loss(logits, batch["target"]) if dice_weight else None
+    loss_dice = dice_loss(logits, target) if dice_weight else None
     if loss_dice is not None:
         loss = loss + dice_weight * logits[0].numel() * loss_dice
-    loss_aux = aux.loss(batch["target"]) if aux is not None else None
+    loss_aux = aux.loss(target) if aux is not None else None
     if loss_aux is not None:
         loss = loss + aux_weight * logits[0].numel() * loss_aux
     if weight_decay:
-        loss = loss + weight_decay * conv_weight_decay(model)
+        loss = loss + weight_decay * conv_weight_decay(model).to(loss.device)
     if not math.isfinite(loss.item()):
         raise FloatingPointError(f"non-finite loss: {{'bce': {loss_bce.item()}, 'total': {loss.item()}}}")
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
     with torch.no_grad():
         pred = logits.float() > 0
-        tgt = batch["target"] > 0.5
+        tgt = target > 0.5
         inter = (pred & tgt).flatten(1).sum(1).float()
         union = (pred | tgt).flatten(1).sum(1).float().clamp(min=1)
     stats = {"loss": loss_bce.item(), "pixel_bce": loss_bce.item() / logits[0].numel(),

@@ -175,7 +175,7 @@ def main(args: argparse.Namespace) -> Path:
         for g in optimizer.param_groups:
             g["lr"] = lr
         stats = train_one_step(model, batch, optimizer, weight_decay=args.weight_decay,
-                               bf16=args.bf16, channels_last=args.channels_last, dice_weight=args.dice_weight,
+                               amp=torch.bfloat16 if args.bf16 else None, channels_last=args.channels_last, dice_weight=args.dice_weight,
                                aux=aux, aux_weight=args.aux_weight)
         stats["images"] = float(batch["image"].shape[0])
         if ema is not None:

@@ -26,11 +26,9 @@ import argparse
 import datetime
 import functools
 import json
-import math
 import os
 import random
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -40,7 +38,7 @@ import torch.distributed as dist
 from torch import nn
 
 from export.data.refer import ReferDataset, default_split_by, max_words_for
-from export.engine import collate, load_checkpoint, referring_loss, save_checkpoint
+from export.engine import collate, load_checkpoint, save_checkpoint, train_one_step
 from export.vlt import VLT, VLTConfig, build_vlt, count_parameters, get_config
 from export.vlt.glove import BUNDLED, build_vocabulary
 from export.vlt.tokenizer import Tokenizer
@@ -92,12 +90,6 @@ def lr_for_epoch(epoch: int, *, base_lr: float, steps: List[int]) -> float:
     """Step decay: base_lr / 10 ** (number of milestones <= epoch). Epochs count from 0, so with
     milestones 40, 45, 50 epochs 0-39 run at 1e-3, 40-44 at 1e-4, 45-49 at 1e-5."""
     return base_lr * 0.1 ** sum(1 for s in steps if epoch >= s)
-
-
-def trainable_conv_decay(model: nn.Module) -> torch.Tensor:
-    """Sum of squared kernels of the convs that are trained (frozen ones add only a constant)."""
-    terms = [m.weight.float().pow(2).sum() for m in model.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad]
-    return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
 def _setup_distributed(device_arg: Optional[str]) -> Dict[str, Any]:
@@ -244,8 +236,8 @@ def main(args: argparse.Namespace) -> Path:
         for i, batch in enumerate(loader):
             if i < skip:
                 continue
-            stats = train_step(net, model, frozen, batch, optimizer, scaler, amp=amp, device=device,
-                               weight_decay=args.weight_decay)
+            stats = train_one_step(model, batch, optimizer, weight_decay=args.weight_decay, amp=amp, net=net,
+                                   frozen=frozen, scaler=scaler, device=device)
             step += 1
             window["loss"] += stats["loss"]
             window["n"] += 1
@@ -282,30 +274,6 @@ def main(args: argparse.Namespace) -> Path:
     if world > 1:
         dist.destroy_process_group()
     return ckpt_path
-
-
-def train_step(net: nn.Module, model: VLT, frozen: List[nn.Module], batch: Dict[str, torch.Tensor],
-               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, *, amp: Optional[torch.dtype],
-               device: torch.device, weight_decay: float) -> Dict[str, float]:
-    """One optimiser step; frozen modules stay in eval mode (pretrained BatchNorm statistics)."""
-    net.train()
-    for m in frozen:
-        m.eval()
-    image = batch["image"].to(device, non_blocking=True)
-    target = batch["target"].to(device, non_blocking=True)
-    tokens = batch["tokens"].to(device, non_blocking=True)
-    ctx = torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
-    with ctx:
-        logits, _, _ = net(image, tokens)
-    loss_bce = referring_loss(logits, target)
-    loss = loss_bce + weight_decay * trainable_conv_decay(model).to(loss_bce.device) if weight_decay else loss_bce
-    if not math.isfinite(loss.item()):
-        raise FloatingPointError(f"non-finite loss: {{'bce': {loss_bce.item()}, 'total': {loss.item()}}}")
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return {"loss": loss_bce.item()}
 
 
 def evaluate_epoch(model: VLT, args: argparse.Namespace, split_by: str, tokenizer: Tokenizer, cfg: VLTConfig,

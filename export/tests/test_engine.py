@@ -67,7 +67,7 @@ def test_train_step_with_dice_and_shared_images_lowers_the_loss(micro_model):
     samples, tok = _micro_samples(cfg, 2)
     batch = collate(samples, tokenizer=tok, image_size=cfg.image_size, mask_size=cfg.mask_size, share_images=True)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    kw = dict(weight_decay=0.0, bf16=False, channels_last=False, dice_weight=1.0)
+    kw = dict(weight_decay=0.0, channels_last=False, dice_weight=1.0)
     first = train_one_step(model, batch, opt, **kw)
     for _ in range(15):
         last = train_one_step(model, batch, opt, **kw)

@@ -27,7 +27,7 @@ def test_trained_word_table_moves_and_loads_into_a_plain_vlt(micro_model, tmp_pa
     samples, tok = _micro_samples(cfg, 3)
     batch = collate(samples, tokenizer=tok, image_size=cfg.image_size, mask_size=cfg.mask_size, share_images=True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    train_one_step(model, batch, opt, weight_decay=0.0, bf16=False, channels_last=False)
+    train_one_step(model, batch, opt, weight_decay=0.0, channels_last=False)
     used = batch["tokens"].unique()
     assert not torch.equal(table.detach()[used], before[used])  # the rows of the batch's words moved
     # same state-dict key as the frozen buffer: a plain VLT loads it
@@ -43,7 +43,7 @@ def test_encoder_mask_head_adds_a_loss_that_reaches_the_network(micro_model):
     samples, tok = _micro_samples(cfg, 4)
     batch = collate(samples, tokenizer=tok, image_size=cfg.image_size, mask_size=cfg.mask_size, share_images=True)
     opt = torch.optim.Adam(list(model.parameters()) + list(head.parameters()), lr=3e-3)
-    kw = dict(weight_decay=0.0, bf16=False, channels_last=False, aux=head, aux_weight=0.5)
+    kw = dict(weight_decay=0.0, channels_last=False, aux=head, aux_weight=0.5)
     first = train_one_step(model, batch, opt, **kw)
     for _ in range(10):
         last = train_one_step(model, batch, opt, **kw)

@@ -77,7 +77,7 @@ def probe(args: argparse.Namespace) -> Dict[str, float]:
         model.encode_image = torch.compile(model.encode_image)
         model.decode = torch.compile(model.decode)
     recipe = train_args_parser().parse_args([])  # train.py's defaults: the shipped recipe's loss terms
-    kw = dict(weight_decay=recipe.weight_decay, dice_weight=recipe.dice_weight, bf16=args.bf16,
+    kw = dict(weight_decay=recipe.weight_decay, dice_weight=recipe.dice_weight, amp=torch.bfloat16 if args.bf16 else None,
               channels_last=args.channels_last)
     times = []
     for i in range(args.warmup + args.steps):

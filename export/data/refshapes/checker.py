@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from .scene import Obj
 
 # Written separately from the generator on purpose: its own word tables, its
 # own parser and its own reading of the rules, so the tests re-check

@@ -179,7 +179,6 @@ def generate_scene(rng: np.random.Generator, config: RefShapesConfig | None = No
     """
     config = config or RefShapesConfig()
     objs = sample_objects(rng, config)
-    S = config.image_size
     g = rng.uniform(*config.grey_range)
     grey = tuple(float(g + rng.uniform(-config.channel_jitter, config.channel_jitter)) for _ in range(3))
     grad_a = float(rng.uniform(-config.gradient_amplitude, config.gradient_amplitude))

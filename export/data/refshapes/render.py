@@ -8,7 +8,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .scene import Obj, Scene
+from .scene import Scene
 from .spec import RefShapesConfig
 
 
