@@ -107,3 +107,12 @@ def test_compare_models_pairs_expressions_by_id(tmp_path):
     assert "| overall | 4 | 52.50 | 57.50 | +5.00 |" in format_table(r)
     with pytest.raises(ValueError, match="different expressions"):
         paired(read_rows(tmp_path / "a.jsonl"), read_rows(tmp_path / "a.jsonl") | {9: {"id": 9, "type": "attr", "iou": 1.0}})
+
+
+def test_every_page_example_names_exactly_one_object_of_its_regenerated_scene():
+    from export.tools.score_examples import ground_truth
+
+    rows = ground_truth()
+    assert len(rows) == 23
+    for r in rows:
+        assert 0 < r["mask"].sum() < r["mask"].size / 4, r["expression"]  # one object's mask, not empty or the scene
