@@ -18,9 +18,9 @@ export const PROVIDERS = ['cpu', 'cuda', 'tensorrt', 'webgpu', 'dml', 'coreml'] 
 export type ExecutionProvider = typeof PROVIDERS[number]
 
 /**
- * Who reads a setting: `server` (src/server.ts, app.ts), `http` (request limits of the routes),
- * `auth` (plugins/auth.ts), `segmenter` (model/segmenter.ts), `engine` (engine/engine.ts, main
- * thread) and `session` (the ONNX Runtime session in each engine worker; sent to the workers).
+ * Who reads a setting: `server` (src/server.ts, src/app.ts), `http` (the routes' request limits),
+ * `auth` (src/plugins/auth.ts), `segmenter` (src/model/segmenter.ts), `engine` (src/engine/engine.ts,
+ * main thread) and `session` (the ONNX Runtime sessions, sent to each engine worker).
  */
 export type Section = 'server' | 'http' | 'auth' | 'segmenter' | 'engine' | 'session'
 

@@ -11,6 +11,7 @@ import * as ort from 'onnxruntime-node'
 import sharp from 'sharp'
 import { buildApp } from '../../src/app.js'
 import type { EngineHooks } from '../../src/engine/engine.js'
+import { GRAPH_OUTPUTS as OUT } from '../../src/engine/protocol.js'
 import { loadModelFolder } from '../../src/model/manifest.js'
 import { createSegmenterFromFolder, type Segmenter } from '../../src/model/segmenter.js'
 import { bothHooks, form, silentLogger, testConfig } from '../helper.js'
@@ -23,7 +24,6 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
 } else {
   const golden = JSON.parse(readFileSync(path.join(MODEL_DIR, 'golden.json'), 'utf8'))
   const goldenImage = readFileSync(path.join(MODEL_DIR, golden.image))
-  const OUT = ['mask_logits', 'query_confidence', 'word_attention'] as const
   const maxDiff = (a: Float32Array, b: Float32Array): number => {
     let m = a.length === b.length ? 0 : Infinity
     for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]))
@@ -150,7 +150,7 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
   })
 
   t.test('the cache stays within FEATURE_CACHE_MB (LRU eviction); 0 turns it off', async (t) => {
-    // Tiny preset: ≈ 0.35 MB of features per image, so 1 MB holds two.
+    // Tiny preset: 1 MB holds two images' features (BENCHMARKS.md, "Feature cache").
     const s = await segmenter(t, { featureCacheMb: 1 })
     const images = await Promise.all([0, 1, 2, 3].map((i) => sharp(goldenImage).modulate({ brightness: 0.7 + 0.1 * i }).png().toBuffer()))
     for (const img of images) t.equal((await s.segment(req(['square'], img))).featureCache, 'miss')
