@@ -16,7 +16,7 @@ import type { ConfigSection } from '../config.js'
 import { ERR_THRESHOLD, noKnownWords } from '../errors.js'
 import { createEngine, type Engine, type EngineHooks, type EngineLogger, type EngineSettings, type InferenceJob, type JobOutput } from '../engine/engine.js'
 import { createFeatureCache, type FeatureCache, type FeatureCacheStats } from '../engine/feature-cache.js'
-import type { RowResult } from '../engine/protocol.js'
+import type { ImageFeatures, RowResult } from '../engine/protocol.js'
 import { encodeMaskPng } from '../image/png.js'
 import { isThreshold } from '../image/postprocess.js'
 import { decodeImage, type Geometry, letterbox } from '../image/preprocess.js'
@@ -119,21 +119,22 @@ export function createSegmenter ({ manifest, vocab, engine, maxImagePixels, cach
     const tokenized = tokenize(req.expressions)
     const image = await prepareImage(req.image)
     const out = await engine.run({ ...image.job, threshold, tokens: tokenized.map((t) => t.ids) }, req)
-    if (image.cache === 'miss' && out.features !== undefined) cache.set(image.job.key!, { features: out.features, geometry: image.job.geometry, format: image.format })
-    const t3 = performance.now()
-    const results = await Promise.all(out.rows.map(async (row, k) => await encode(row, req.expressions[k], tokenized[k], image.job.geometry)))
-    const t4 = performance.now()
+    remember(image, out.features)
+    const ran = performance.now()
+    const { geometry } = image.job
+    const results = await Promise.all(out.rows.map(async (row, k) => await encode(row, req.expressions[k], tokenized[k], geometry)))
+    const done = performance.now()
     return {
       model: { name: manifest.name, version: manifest.version, provider: engine.provider() },
-      image: { width: image.job.geometry.width, height: image.job.geometry.height, format: image.format },
+      image: { width: geometry.width, height: geometry.height, format: image.format },
       results,
       timings: {
         decode: image.decodedAt - t0,
         preprocess: image.letterboxedAt - image.decodedAt,
         queue: out.queueMs,
         inference: out.inferenceMs,
-        postprocess: out.postprocessMs + (t4 - t3),
-        total: t4 - t0,
+        postprocess: out.postprocessMs + (done - ran),
+        total: done - t0,
       },
       batchSize: out.batchSize,
       featureCache: image.cache,
@@ -163,6 +164,11 @@ export function createSegmenter ({ manifest, vocab, engine, maxImagePixels, cach
       const job = { image: data, key, wantFeatures: key !== undefined, geometry }
       return { job, format: decoded.format, cache: key !== undefined ? 'miss' : 'off', decodedAt, letterboxedAt: performance.now() }
     })
+  }
+
+  /** After a miss, the features the engine computed for the image go into the cache. */
+  function remember (image: PreparedImage, features: ImageFeatures | undefined): void {
+    if (image.cache === 'miss' && features !== undefined) cache.set(image.job.key!, { features, geometry: image.job.geometry, format: image.format })
   }
 
   /** One row of the engine's answer as the client sees it: the mask as PNG, each query's confidence and attention. */
