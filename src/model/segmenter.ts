@@ -14,7 +14,7 @@
  */
 import type { ConfigSection } from '../config.js'
 import { ERR_THRESHOLD, noKnownWords } from '../errors.js'
-import { createEngine, type Engine, type EngineHooks, type EngineLogger, type EngineSettings, type InferenceJob, type JobOutput } from '../engine/engine.js'
+import { createEngine, type Engine, type EngineHooks, type EngineLogger, type EngineSettings, type InferenceJob } from '../engine/engine.js'
 import { createFeatureCache, type FeatureCache, type FeatureCacheStats } from '../engine/feature-cache.js'
 import type { ImageFeatures, RowResult } from '../engine/protocol.js'
 import { encodeMaskPng } from '../image/png.js'
