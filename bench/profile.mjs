@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import sharp from 'sharp'
+import { encodeMaskPng } from '../dist/image/png.js'
 import { postprocess } from '../dist/image/postprocess.js'
 import { decodeImage, letterbox } from '../dist/image/preprocess.js'
 import { loadModelFolder } from '../dist/model/manifest.js'
@@ -39,7 +40,7 @@ await time('letterbox (resize + CHW float)', async () => { pre = await letterbox
 const m = manifest.maskSize
 const logits = new Float32Array(m * m).map((_, i) => Math.sin(i / 50) * 4)
 await time('postprocess (sigmoid, un-letterbox, threshold)', () => { mask = postprocess(logits, m, pre.geometry, 0.35) })
-await time('PNG encode of the mask', () => sharp(mask.mask, { raw: { width: mask.width, height: mask.height, channels: 1 } }).toColourspace('b-w').png({ compressionLevel: 6 }).toBuffer())
+await time('PNG encode of the mask', () => encodeMaskPng(mask.mask, mask.width, mask.height))
 
 // 2) a real server
 const server = await startServer({ env: { MODEL_PATH: MODEL } })

@@ -1,7 +1,7 @@
 """Pretrained Darknet-53 from a darknet-format ``.weights`` file into ``export.vlt.backbone.Backbone``.
 
 The VLT paper starts from a Darknet-53 pretrained on COCO (YOLOv3) and keeps it frozen, together
-with the first four of the six YOLOv3 head convs (design/VLT.md §1, 'Training in the original').
+with the first four of the six YOLOv3 head convs (docs/vlt.md §1, 'Training in the original').
 
 The darknet format (pjreddie/darknet, src/parser.c ``load_weights``):
   header: int32 major, minor, revision; then ``seen`` as int64 if major * 10 + minor >= 2, else int32;

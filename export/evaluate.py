@@ -1,4 +1,4 @@
-"""Score a model on a set in the RefShapes on-disk format (refshapes/SPEC.md, 'Files of a set').
+"""Score a model on a set in the RefShapes on-disk format (docs/refshapes.md, 'Files of a set').
 
 VLT evaluation protocol: letterbox -> model -> sigmoid -> bilinear to S x S -> crop the letterbox ->
 bilinear to the image's own size -> > threshold (0.35, from model.json); then mIoU, oIoU and

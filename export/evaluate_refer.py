@@ -1,6 +1,6 @@
 """Score a model on RefCOCO / RefCOCO+ / G-Ref splits (REFER format, export/data/refer.py).
 
-VLT evaluation protocol, as ``export.evaluate`` (design/VLT.md §1 'eval'): letterbox -> model ->
+VLT evaluation protocol, as ``export.evaluate`` (docs/vlt.md §1 'eval'): letterbox -> model ->
 sigmoid -> bilinear to S x S -> crop the letterbox -> bilinear to the image's own size ->
 > threshold (0.35); every sentence of every object is one expression. Reports per split oIoU
 (sum of intersections / sum of unions, the paper's headline number), mIoU and Prec@0.5..0.9.

@@ -1,4 +1,4 @@
-"""Export a trained VLT checkpoint to a model folder the service reads (design/VLT.md §3).
+"""Export a trained VLT checkpoint to a model folder the service reads (docs/vlt.md §3).
 
     python -m export.export_onnx --checkpoint runs/tiny/checkpoint.pt --out models/vlt-refshapes
 

@@ -1,4 +1,4 @@
-"""Pre- and post-processing of the deployable contract (design/VLT.md §1 'image in' and 'eval').
+"""Pre- and post-processing of the deployable contract (docs/vlt.md §1 'image in' and 'eval').
 
 The TypeScript service mirrors these functions line for line (src/image/preprocess.ts and
 src/image/postprocess.ts); the golden case in every model folder ties the two together.

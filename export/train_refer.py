@@ -7,7 +7,7 @@
     torchrun --nproc_per_node=N -m export.train_refer --refer-root data --dataset refcoco \\
         --glove glove.840B.300d.txt --darknet yolov3.weights --out runs/refcoco
 
-The recipe (design/VLT.md §1, 'Training in the original'): the ``paper`` preset; Adam, lr 1e-3,
+The recipe (docs/vlt.md §1, 'Training in the original'): the ``paper`` preset; Adam, lr 1e-3,
 divided by 10 at epochs 40, 45 and 50; 50 epochs; batch 128; every object once per epoch with
 one of its sentences drawn at random; BCE with logits summed over pixels / batch
 (``export.engine.referring_loss``) + 5e-4 x the squared conv kernels; frozen 300-d GloVe vectors

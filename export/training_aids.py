@@ -6,7 +6,7 @@ a built DETR) instead of adding a flag to the network:
 - ``train_word_table``: turns the frozen word table into a trainable parameter. The state-dict key
   and the exported constant are the same, so a checkpoint trained this way loads into a plain VLT.
   Not in the paper (frozen GloVe); used for the CPU default model only, whose 50-d GloVe rows for
-  the words it must tell apart are near-identical (docs/model.md, "Words").
+  the words it must tell apart are near-identical (models/vlt-refshapes/README.md, "Words").
 - ``EncoderMaskHead``: deep supervision of the transformer encoder. A linear layer reads each cell
   of the encoder's output and predicts the share of that cell the target covers; its loss is added
   to the referring loss. The head is not part of the VLT and is dropped at export.

@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import multipart from '@fastify/multipart'
 import type { Config } from './config.js'
 import { errorHandler, ERR_NOT_FOUND } from './errors.js'
-import type { Segmenter } from './model/segmenter.js'
+import type { Segmenter, SegmenterFactory } from './model/segmenter.js'
 import authPlugin from './plugins/auth.js'
 import metricsPlugin, { type Metrics } from './plugins/metrics.js'
 import segmenterPlugin from './plugins/segmenter.js'
@@ -27,8 +27,8 @@ declare module 'fastify' {
 }
 
 export interface AppDeps {
-  /** A ready-made segmenter (tests); otherwise the model folder in config.modelPath is loaded. */
-  segmenter?: Segmenter
+  /** Builds the segmenter (tests: around a fake model); otherwise the model folder in config.modelPath is loaded. */
+  segmenter?: SegmenterFactory
   /** Fastify logger option or instance; default: no logging. */
   logger?: FastifyServerOptions['logger']
   loggerInstance?: FastifyServerOptions['loggerInstance']
@@ -69,8 +69,8 @@ export function buildApp (config: Config, deps: AppDeps = {}): FastifyInstance {
       headerPairs: 100,
     },
   })
-  void app.register(segmenterPlugin, { segmenter: deps.segmenter })
   void app.register(metricsPlugin)
+  void app.register(segmenterPlugin, { segmenter: deps.segmenter })
   void app.register(healthRoutes)
   void app.register(metricsRoutes)
   void app.register(openapiRoutes)

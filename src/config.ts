@@ -1,6 +1,12 @@
 /**
- * Service configuration: one JSON schema over the environment variables, validated once at
- * start-up (src/server.ts) and exposed as a typed, frozen object (`app.config`).
+ * Service configuration: one table of environment variables, validated once at start-up
+ * (src/server.ts) and exposed as a typed, frozen object (`app.config`).
+ *
+ * Each row of SETTINGS names a variable, the section of the service that reads it, its JSON
+ * schema (type, range, default, description) and, where the value is not used as it comes, a
+ * parser. The env schema, the Config type (MAX_BATCH_WAIT_MS → `maxBatchWaitMs`) and the mapping
+ * are all derived from it. A consumer takes its section (`ConfigSection<'engine'>`), and the whole
+ * config object is passed where a section is expected, so no field is copied under another name.
  *
  * Nothing else reads `process.env`. An invalid value stops the server with a message that names
  * the variable. Never branch on NODE_ENV: every behaviour has its own variable.
@@ -11,70 +17,94 @@ import { Ajv } from 'ajv'
 export const PROVIDERS = ['cpu', 'cuda', 'tensorrt', 'webgpu', 'dml', 'coreml'] as const
 export type ExecutionProvider = typeof PROVIDERS[number]
 
-/** The environment schema. Every variable is optional; defaults are given here. */
+/**
+ * Who reads a setting: `server` (src/server.ts, src/app.ts), `http` (the routes' request limits),
+ * `auth` (src/plugins/auth.ts), `segmenter` (src/model/segmenter.ts), `engine` (src/engine/engine.ts,
+ * main thread) and `session` (the ONNX Runtime sessions, sent to each engine worker).
+ */
+export type Section = 'server' | 'http' | 'auth' | 'segmenter' | 'engine' | 'session'
+
+interface Setting {
+  section: Section
+  schema: { readonly type: 'string' | 'integer' | 'number' | 'boolean', readonly default: unknown, readonly [k: string]: unknown }
+  /** Turns the validated value into the config field (throws an Error whose message says what is wrong). */
+  parse?: (value: any) => unknown
+}
+
+const list = (s: string): string[] => String(s).split(',').map((x) => x.trim()).filter((x) => x !== '')
+
+function parseProviders (value: string): ExecutionProvider[] {
+  const providers = list(value).map((s) => s.toLowerCase())
+  for (const p of providers) {
+    if (!(PROVIDERS as readonly string[]).includes(p)) throw new Error(`unknown provider ${JSON.stringify(p)} (known: ${PROVIDERS.join(', ')})`)
+  }
+  if (new Set(providers).size !== providers.length) throw new Error('a provider is listed twice')
+  return providers as ExecutionProvider[]
+}
+
+/** Every variable is optional; its default is in its schema. */
+const SETTINGS = {
+  MODEL_PATH: { section: 'segmenter', schema: { type: 'string', minLength: 1, default: 'models/vlt-refshapes', description: 'model folder (model.onnx, model.json, vocab.txt, golden.json)' } },
+  HOST: { section: 'server', schema: { type: 'string', minLength: 1, default: '0.0.0.0' } },
+  PORT: { section: 'server', schema: { type: 'integer', minimum: 0, maximum: 65535, default: 8080 } },
+  LOG_LEVEL: { section: 'server', schema: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } },
+  EXECUTION_PROVIDERS: { section: 'session', schema: { type: 'string', pattern: '^\\s*[a-z]+(\\s*,\\s*[a-z]+)*\\s*$', default: 'cpu', description: `comma-separated, in order of preference: ${PROVIDERS.join(', ')}` }, parse: parseProviders },
+  REQUIRE_GPU: { section: 'session', schema: { type: 'boolean', default: false, description: 'exit instead of falling back to CPU when no GPU provider loads' } },
+  WORKERS: { section: 'engine', schema: { type: 'integer', minimum: 0, maximum: 64, default: 0, description: 'engine worker threads; 0 = derive from the CPU count (max(2, CPUs / 2))' } },
+  THREADS_PER_WORKER: { section: 'session', schema: { type: 'integer', minimum: 0, maximum: 256, default: 0, description: 'ONNX Runtime intra-op threads per worker; 0 = derive from the CPU count (2; 1 on one CPU)' } },
+  INTRA_OP_SPINNING: { section: 'session', schema: { type: 'boolean', default: false, description: 'ONNX Runtime intra-op threads busy-wait between parallel sections; off by default, because spinning threads take the cores the event loop, decoding and the other worker need (only matters with THREADS_PER_WORKER > 1)' } },
+  MAX_IMAGE_BYTES: { section: 'http', schema: { type: 'integer', minimum: 1024, default: 20 * 1024 * 1024, description: 'bytes of the uploaded file (413 SEG_ERR_PAYLOAD_TOO_LARGE)' } },
+  MAX_IMAGE_PIXELS: { section: 'segmenter', schema: { type: 'integer', minimum: 1, default: 40_000_000, description: 'width × height of the image, checked on its header before decoding (413 SEG_ERR_IMAGE_TOO_LARGE)' } },
+  MAX_TEXT_LENGTH: { section: 'http', schema: { type: 'integer', minimum: 1, maximum: 10_000, default: 500, description: 'characters per expression (400 SEG_ERR_EXPRESSION_TOO_LONG)' } },
+  MAX_EXPRESSIONS: { section: 'http', schema: { type: 'integer', minimum: 1, maximum: 64, default: 8, description: 'expressions per request (400 SEG_ERR_TOO_MANY_EXPRESSIONS)' } },
+  MAX_FORM_FIELDS: { section: 'http', schema: { type: 'integer', minimum: 1, maximum: 1000, default: 16, description: 'text fields per multipart body (413 SEG_ERR_TOO_MANY_FIELDS)' } },
+  MAX_FORM_PARTS: { section: 'http', schema: { type: 'integer', minimum: 2, maximum: 1000, default: 20, description: 'parts (fields + files) per multipart body (413 SEG_ERR_TOO_MANY_PARTS)' } },
+  MAX_BATCH: { section: 'engine', schema: { type: 'integer', minimum: 1, maximum: 256, default: 8, description: 'rows per session.run' } },
+  MAX_BATCH_WAIT_MS: { section: 'engine', schema: { type: 'number', minimum: 0, maximum: 1000, default: 2, description: 'how long a worker waits to fill a batch' } },
+  FEATURE_CACHE_MB: { section: 'segmenter', schema: { type: 'number', minimum: 0, maximum: 1_000_000, default: 64, description: 'LRU cache of backbone features by image content (a repeated image skips the backbone); 0 = off' } },
+  QUEUE_SIZE: { section: 'engine', schema: { type: 'integer', minimum: 0, maximum: 100_000, default: 64, description: 'requests waiting for a worker before 503' } },
+  REQUEST_TIMEOUT_MS: { section: 'http', schema: { type: 'integer', minimum: 1, maximum: 600_000, default: 15_000, description: 'per-request deadline (504 after it)' } },
+  SHUTDOWN_GRACE_MS: { section: 'server', schema: { type: 'integer', minimum: 0, maximum: 600_000, default: 10_000, description: 'time accepted requests get to finish on SIGTERM/SIGINT' } },
+  SHUTDOWN_DELAY_MS: { section: 'server', schema: { type: 'integer', minimum: 0, maximum: 600_000, default: 0, description: 'on SIGTERM/SIGINT, keep listening this long (readiness 503, new /segment 503) before closing the listener' } },
+  API_KEYS: { section: 'auth', schema: { type: 'string', default: '', description: 'comma-separated API keys; when set, requests need Authorization: Bearer <key> (401 SEG_ERR_UNAUTHORIZED)' }, parse: list },
+  AUTH_OPEN_PATHS: { section: 'auth', schema: { type: 'string', default: '/healthz,/readyz,/metrics', description: 'comma-separated paths that need no API key' }, parse: list },
+  RATE_LIMIT_RPS: { section: 'auth', schema: { type: 'number', minimum: 0, maximum: 100_000, default: 0, description: 'requests per second per API key (token bucket; 0 = no limit; 429 SEG_ERR_RATE_LIMITED)' } },
+  RATE_LIMIT_BURST: { section: 'auth', schema: { type: 'integer', minimum: 1, maximum: 100_000, default: 20, description: 'token bucket size per API key' } },
+  LOG_EXPRESSIONS: { section: 'http', schema: { type: 'boolean', default: false, description: 'include expression text in logs' } },
+} as const satisfies Record<string, Setting>
+
+type Settings = typeof SETTINGS
+type Variable = keyof Settings
+
+/** MAX_BATCH_WAIT_MS → maxBatchWaitMs */
+type FieldName<S extends string> = S extends `${infer Head}_${infer Tail}` ? `${Lowercase<Head>}${Capitalize<FieldName<Tail>>}` : Lowercase<S>
+type SchemaValue<S> = S extends { enum: ReadonlyArray<infer E> } ? E
+  : S extends { type: 'integer' | 'number' } ? number
+    : S extends { type: 'boolean' } ? boolean
+      : string
+type FieldValue<V extends Variable> = Settings[V] extends { parse: (value: any) => infer R } ? R : SchemaValue<Settings[V]['schema']>
+
+export type Config = { readonly [V in Variable as FieldName<V>]: FieldValue<V> }
+
+/** The fields of one or more sections, e.g. ConfigSection<'engine' | 'session'>. */
+export type ConfigSection<S extends Section> = Pick<Config, { [V in Variable]: Settings[V]['section'] extends S ? FieldName<V> : never }[Variable]>
+
+const fieldName = (variable: string): string => variable.toLowerCase().replace(/_([a-z])/g, (_, ch: string) => ch.toUpperCase())
+
+/** The environment schema, derived from SETTINGS. */
 export const envSchema = {
   type: 'object',
   additionalProperties: true,
-  properties: {
-    MODEL_PATH: { type: 'string', minLength: 1, default: 'models/vlt-refshapes', description: 'model folder (model.onnx, model.json, vocab.txt, golden.json)' },
-    HOST: { type: 'string', minLength: 1, default: '0.0.0.0' },
-    PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 8080 },
-    LOG_LEVEL: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
-    EXECUTION_PROVIDERS: { type: 'string', pattern: '^\\s*[a-z]+(\\s*,\\s*[a-z]+)*\\s*$', default: 'cpu', description: `comma-separated, in order of preference: ${PROVIDERS.join(', ')}` },
-    REQUIRE_GPU: { type: 'boolean', default: false, description: 'exit instead of falling back to CPU when no GPU provider loads' },
-    WORKERS: { type: 'integer', minimum: 0, maximum: 64, default: 0, description: 'inference worker threads; 0 = derive from the CPU count (max(2, CPUs / 2))' },
-    THREADS_PER_WORKER: { type: 'integer', minimum: 0, maximum: 256, default: 0, description: 'ONNX Runtime intra-op threads per worker; 0 = derive from the CPU count (2; 1 on one CPU)' },
-    INTRA_OP_SPINNING: { type: 'boolean', default: false, description: 'ONNX Runtime intra-op threads busy-wait between parallel sections; off by default, because spinning threads take the cores the event loop, decoding and the other worker need (only matters with THREADS_PER_WORKER > 1)' },
-    MAX_IMAGE_BYTES: { type: 'integer', minimum: 1024, default: 20 * 1024 * 1024, description: 'bytes of the uploaded file (413 SEG_ERR_PAYLOAD_TOO_LARGE)' },
-    MAX_IMAGE_PIXELS: { type: 'integer', minimum: 1, default: 40_000_000, description: 'width × height of the image, checked on its header before decoding (413 SEG_ERR_IMAGE_TOO_LARGE)' },
-    MAX_TEXT_LENGTH: { type: 'integer', minimum: 1, maximum: 10_000, default: 500, description: 'characters per expression (400 SEG_ERR_EXPRESSION_TOO_LONG)' },
-    MAX_EXPRESSIONS: { type: 'integer', minimum: 1, maximum: 64, default: 8, description: 'expressions per request (400 SEG_ERR_TOO_MANY_EXPRESSIONS)' },
-    MAX_FORM_FIELDS: { type: 'integer', minimum: 1, maximum: 1000, default: 16, description: 'text fields per multipart body (413 SEG_ERR_TOO_MANY_FIELDS)' },
-    MAX_FORM_PARTS: { type: 'integer', minimum: 2, maximum: 1000, default: 20, description: 'parts (fields + files) per multipart body (413 SEG_ERR_TOO_MANY_PARTS)' },
-    MAX_BATCH: { type: 'integer', minimum: 1, maximum: 256, default: 8, description: 'rows per session.run' },
-    MAX_BATCH_WAIT_MS: { type: 'number', minimum: 0, maximum: 1000, default: 2, description: 'how long a worker waits to fill a batch' },
-    FEATURE_CACHE_MB: { type: 'number', minimum: 0, maximum: 1_000_000, default: 64, description: 'LRU cache of backbone features by image content (a repeated image skips the backbone); 0 = off' },
-    QUEUE_SIZE: { type: 'integer', minimum: 0, maximum: 100_000, default: 64, description: 'requests waiting for a worker before 503' },
-    REQUEST_TIMEOUT_MS: { type: 'integer', minimum: 1, maximum: 600_000, default: 15_000, description: 'per-request deadline (504 after it)' },
-    SHUTDOWN_GRACE_MS: { type: 'integer', minimum: 0, maximum: 600_000, default: 10_000, description: 'time accepted requests get to finish on SIGTERM/SIGINT' },
-    SHUTDOWN_DELAY_MS: { type: 'integer', minimum: 0, maximum: 600_000, default: 0, description: 'on SIGTERM/SIGINT, keep listening this long (readiness 503, new /segment 503) before closing the listener' },
-    API_KEYS: { type: 'string', default: '', description: 'comma-separated API keys; when set, requests need Authorization: Bearer <key> (401 SEG_ERR_UNAUTHORIZED)' },
-    AUTH_OPEN_PATHS: { type: 'string', default: '/healthz,/readyz,/metrics', description: 'comma-separated paths that need no API key' },
-    RATE_LIMIT_RPS: { type: 'number', minimum: 0, maximum: 100_000, default: 0, description: 'requests per second per API key (token bucket; 0 = no limit; 429 SEG_ERR_RATE_LIMITED)' },
-    RATE_LIMIT_BURST: { type: 'integer', minimum: 1, maximum: 100_000, default: 20, description: 'token bucket size per API key' },
-    LOG_EXPRESSIONS: { type: 'boolean', default: false, description: 'include expression text in logs' },
-  },
+  properties: Object.fromEntries(Object.entries(SETTINGS).map(([v, s]) => [v, s.schema])) as { [V in Variable]: Settings[V]['schema'] },
 } as const
 
-export interface Config {
-  modelPath: string
-  host: string
-  port: number
-  logLevel: string
-  executionProviders: ExecutionProvider[]
-  requireGpu: boolean
-  workers: number
-  threadsPerWorker: number
-  intraOpSpinning: boolean
-  maxImageBytes: number
-  maxImagePixels: number
-  maxTextLength: number
-  maxExpressions: number
-  maxFormFields: number
-  maxFormParts: number
-  maxBatch: number
-  maxBatchWaitMs: number
-  featureCacheMb: number
-  queueSize: number
-  requestTimeoutMs: number
-  shutdownGraceMs: number
-  shutdownDelayMs: number
-  logExpressions: boolean
-  /** Empty: no access control. */
-  apiKeys: string[]
-  authOpenPaths: string[]
-  rateLimitRps: number
-  rateLimitBurst: number
+/** The fields of `config` that belong to `sections` (what a worker thread is sent, for instance). */
+export function section<S extends Section> (config: ConfigSection<S>, ...sections: S[]): ConfigSection<S> {
+  const out: Record<string, unknown> = {}
+  for (const [v, s] of Object.entries(SETTINGS)) {
+    if ((sections as Section[]).includes(s.section)) out[fieldName(v)] = (config as Record<string, unknown>)[fieldName(v)]
+  }
+  return out as ConfigSection<S>
 }
 
 export class ConfigError extends Error {
@@ -91,88 +121,57 @@ const validateEnv = ajv.compile(envSchema)
 
 type Env = Record<string, string | undefined>
 
+const invalid = (variable: string, raw: unknown, why: string): ConfigError =>
+  new ConfigError(variable, `Invalid environment variable ${variable}=${JSON.stringify(raw ?? '')}: ${why}`)
+
 /**
  * Validate the environment and return the typed config. Throws ConfigError naming the variable.
  * `cpuCount` is injectable so the derived defaults can be tested.
  */
 export function loadConfig (env: Env = {}, cpuCount: number = os.availableParallelism()): Config {
   const data: Record<string, unknown> = {}
-  for (const key of Object.keys(envSchema.properties)) {
+  for (const [key, { schema }] of Object.entries(SETTINGS)) {
     const raw = env[key]
     // An empty variable means "unset" (as in `PORT= npm start`).
-    if (raw !== undefined && raw.trim() !== '') data[key] = raw.trim()
-  }
-  for (const [key, spec] of Object.entries(envSchema.properties)) {
-    if (spec.type !== 'boolean') continue
-    const raw = data[key]
-    if (typeof raw === 'string') {
-      const v = raw.toLowerCase()
-      if (['1', 'true', 'yes', 'on'].includes(v)) data[key] = true
-      else if (['0', 'false', 'no', 'off'].includes(v)) data[key] = false
-    }
+    if (raw === undefined || raw.trim() === '') continue
+    const v = raw.trim()
+    data[key] = schema.type === 'boolean' ? parseBoolean(v) : v
   }
   if (!validateEnv(data)) {
     const e = validateEnv.errors![0]
     const variable = e.instancePath.replace(/^\//, '') || String(e.params?.missingProperty ?? 'environment')
-    throw new ConfigError(variable, `Invalid environment variable ${variable}=${JSON.stringify(env[variable] ?? '')}: ${e.message ?? 'invalid'}`)
+    throw invalid(variable, env[variable], e.message ?? 'invalid')
   }
-  const v = data as Record<string, any>
-
-  const providers = String(v.EXECUTION_PROVIDERS).split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== '')
-  for (const p of providers) {
-    if (!(PROVIDERS as readonly string[]).includes(p)) {
-      throw new ConfigError('EXECUTION_PROVIDERS', `Invalid environment variable EXECUTION_PROVIDERS=${JSON.stringify(env.EXECUTION_PROVIDERS)}: unknown provider ${JSON.stringify(p)} (known: ${PROVIDERS.join(', ')})`)
+  const config: Record<string, unknown> = {}
+  for (const [key, setting] of Object.entries(SETTINGS) as Array<[string, Setting]>) {
+    try {
+      config[fieldName(key)] = setting.parse !== undefined ? setting.parse(data[key]) : data[key]
+    } catch (err) {
+      throw invalid(key, env[key], (err as Error).message)
     }
   }
-  if (new Set(providers).size !== providers.length) {
-    throw new ConfigError('EXECUTION_PROVIDERS', `Invalid environment variable EXECUTION_PROVIDERS=${JSON.stringify(env.EXECUTION_PROVIDERS)}: a provider is listed twice`)
-  }
-  if (v.REQUIRE_GPU === true && !providers.some((p) => p !== 'cpu')) {
+  const c = config as { -readonly [K in keyof Config]: Config[K] }
+  if (c.requireGpu && !c.executionProviders.some((p) => p !== 'cpu')) {
     throw new ConfigError('REQUIRE_GPU', 'Invalid environment variable REQUIRE_GPU=true: EXECUTION_PROVIDERS lists no GPU provider')
   }
-
-  const { workers, threadsPerWorker } = deriveParallelism(v.WORKERS, v.THREADS_PER_WORKER, cpuCount)
-
-  return Object.freeze({
-    modelPath: v.MODEL_PATH,
-    host: v.HOST,
-    port: v.PORT,
-    logLevel: v.LOG_LEVEL,
-    executionProviders: providers as ExecutionProvider[],
-    requireGpu: v.REQUIRE_GPU,
-    workers,
-    threadsPerWorker,
-    intraOpSpinning: v.INTRA_OP_SPINNING,
-    maxImageBytes: v.MAX_IMAGE_BYTES,
-    maxImagePixels: v.MAX_IMAGE_PIXELS,
-    maxTextLength: v.MAX_TEXT_LENGTH,
-    maxExpressions: v.MAX_EXPRESSIONS,
-    maxFormFields: v.MAX_FORM_FIELDS,
-    maxFormParts: v.MAX_FORM_PARTS,
-    maxBatch: v.MAX_BATCH,
-    maxBatchWaitMs: v.MAX_BATCH_WAIT_MS,
-    featureCacheMb: v.FEATURE_CACHE_MB,
-    queueSize: v.QUEUE_SIZE,
-    requestTimeoutMs: v.REQUEST_TIMEOUT_MS,
-    shutdownGraceMs: v.SHUTDOWN_GRACE_MS,
-    shutdownDelayMs: v.SHUTDOWN_DELAY_MS,
-    logExpressions: v.LOG_EXPRESSIONS,
-    apiKeys: list(v.API_KEYS),
-    authOpenPaths: list(v.AUTH_OPEN_PATHS),
-    rateLimitRps: v.RATE_LIMIT_RPS,
-    rateLimitBurst: v.RATE_LIMIT_BURST,
-  })
+  Object.assign(c, deriveParallelism(c.workers, c.threadsPerWorker, cpuCount))
+  return Object.freeze(c)
 }
 
-const list = (s: string): string[] => String(s).split(',').map((x) => x.trim()).filter((x) => x !== '')
+/** Booleans as people write them in an environment; anything else is left for the schema to refuse. */
+function parseBoolean (v: string): boolean | string {
+  const s = v.toLowerCase()
+  if (['1', 'true', 'yes', 'on'].includes(s)) return true
+  if (['0', 'false', 'no', 'off'].includes(s)) return false
+  return v
+}
 
 /**
  * Default: every worker gets 2 intra-op threads, so a lone request runs on two cores, and there are
  * CPUs / 2 workers but never fewer than 2, so that one worker's post-processing and messaging
- * overlap the other's session.run. On 2 CPUs that is 2 × 2 = 4 threads on 2 cores: measured on
- * this project's 2-vCPU machine (BENCHMARKS.md), 2 × 2 with INTRA_OP_SPINNING off gave a 17 ms p50
- * for a lone request against 27 ms for 2 × 1, at about 7 % fewer requests/s when saturated;
- * 1 × 2 was worse on both. Explicit values are kept as given.
+ * overlap the other's session.run. On 2 CPUs that is 2 × 2 = 4 threads on 2 cores, with
+ * INTRA_OP_SPINNING off; the measurement behind this choice is BENCHMARKS.md, "Parallelism
+ * settings". Explicit values are kept as given.
  */
 export function deriveParallelism (workers: number, threads: number, cpuCount: number): { workers: number, threadsPerWorker: number } {
   const cpus = Math.max(1, cpuCount)

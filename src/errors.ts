@@ -59,6 +59,7 @@ function describe (value: unknown): string {
 }
 
 // 400: the request is malformed.
+export const ERR_BAD_REQUEST = createError('SEG_ERR_BAD_REQUEST', '%s', 400)
 export const ERR_INVALID_FIELD = createError('SEG_ERR_INVALID_FIELD', '%s', 400)
 export const ERR_MISSING_FIELD = createError('SEG_ERR_MISSING_FIELD', '%s', 400)
 export const ERR_MULTIPART = createError('SEG_ERR_MULTIPART', 'Could not read the multipart body: %s', 400)
@@ -77,14 +78,16 @@ export const ERR_NOT_ACCEPTABLE = createError('SEG_ERR_NOT_ACCEPTABLE', '%s', 40
 // 413: too many bytes or pixels.
 export const ERR_PAYLOAD_TOO_LARGE = createError('SEG_ERR_PAYLOAD_TOO_LARGE', '%s', 413)
 export const ERR_IMAGE_TOO_LARGE = createError('SEG_ERR_IMAGE_TOO_LARGE', '%s', 413)
-export const ERR_TOO_MANY_FIELDS = createError('SEG_ERR_TOO_MANY_FIELDS', 'The multipart body has more than %s text fields', 413)
-export const ERR_TOO_MANY_PARTS = createError('SEG_ERR_TOO_MANY_PARTS', 'The multipart body has more than %s parts', 413)
+export const ERR_TOO_MANY_FIELDS = createError('SEG_ERR_TOO_MANY_FIELDS', 'The multipart body has too many fields', 413)
+export const ERR_TOO_MANY_PARTS = createError('SEG_ERR_TOO_MANY_PARTS', 'The multipart body has too many parts', 413)
 // 415: the body or the file is not something we can read.
 export const ERR_UNSUPPORTED_MEDIA_TYPE = createError('SEG_ERR_UNSUPPORTED_MEDIA_TYPE', '%s', 415)
 export const ERR_NOT_AN_IMAGE = createError('SEG_ERR_NOT_AN_IMAGE', 'The uploaded file is not an image in a supported format (JPEG, PNG, WebP, GIF, TIFF or AVIF)', 415)
 export const ERR_IMAGE_FORMAT = createError('SEG_ERR_IMAGE_FORMAT', 'Image format %s is not supported; use JPEG, PNG, WebP, GIF, TIFF or AVIF', 415)
 // 422: well-formed but meaningless to the model.
 export const ERR_NO_KNOWN_WORDS = createError('SEG_ERR_NO_KNOWN_WORDS', '%s', 422)
+// 499: the client went away (nobody reads the answer; it only settles the job).
+export const ERR_CLIENT_CLOSED = createError('SEG_ERR_CLIENT_CLOSED', 'The client closed the connection', 499)
 // 503 / 504: capacity and time.
 export const ERR_NOT_READY = createError('SEG_ERR_NOT_READY', 'The model is not loaded yet', 503, { retryAfter: 5 })
 export const ERR_SHUTTING_DOWN = createError('SEG_ERR_SHUTTING_DOWN', 'The server is shutting down', 503, { retryAfter: 5 })
@@ -93,63 +96,75 @@ export const ERR_WORKER_CRASHED = createError('SEG_ERR_WORKER_CRASHED', 'The inf
 export const ERR_DEADLINE = createError('SEG_ERR_DEADLINE', 'The request did not finish within %s ms', 504)
 export const ERR_INTERNAL = createError('SEG_ERR_INTERNAL', 'Internal Server Error', 500)
 
+/** The threshold field (a probability): one message wherever a threshold is checked. */
+export const ERR_THRESHOLD = (value: unknown): SegError => ERR_INVALID_FIELD(expected('a number between 0 and 1', 'threshold', value))
+
+/**
+ * 422 for expressions of which the model knows no word. `unknown` lists each such expression's
+ * index and its words (none when it had only punctuation or symbols); `count` is how many
+ * expressions the request had.
+ */
+export function noKnownWords (unknown: Array<{ index: number, words: string[] }>, count: number): SegError {
+  const parts = unknown.map(({ index, words }) => {
+    const which = count > 1 ? `expression ${index + 1}` : 'the expression'
+    return words.length === 0
+      ? `${which} has no words (only punctuation or symbols)`
+      : `${which} has no word the model knows (unknown: ${words.join(', ')})`
+  })
+  const message = parts.join('; ')
+  const e = ERR_NO_KNOWN_WORDS(message.charAt(0).toUpperCase() + message.slice(1))
+  return new SegError(e.code, e.statusCode, e.message, { details: { unknownWords: unknown } })
+}
+
 export interface ErrorBody {
   error: { code: string, message: string, details?: Record<string, unknown> }
 }
 
-/** Fastify / @fastify/multipart error codes mapped to ours (status, code). */
-const FRAMEWORK_ERRORS: Record<string, [number, string]> = {
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'SEG_ERR_UNSUPPORTED_MEDIA_TYPE'],
-  FST_INVALID_MULTIPART_CONTENT_TYPE: [415, 'SEG_ERR_UNSUPPORTED_MEDIA_TYPE'],
-  FST_ERR_CTP_BODY_TOO_LARGE: [413, 'SEG_ERR_PAYLOAD_TOO_LARGE'],
-  FST_REQ_FILE_TOO_LARGE: [413, 'SEG_ERR_PAYLOAD_TOO_LARGE'],
-  FST_PARTS_LIMIT: [413, 'SEG_ERR_TOO_MANY_PARTS'],
-  FST_FILES_LIMIT: [400, 'SEG_ERR_TOO_MANY_FILES'],
-  FST_FIELDS_LIMIT: [413, 'SEG_ERR_TOO_MANY_FIELDS'],
-  FST_PROTO_VIOLATION: [400, 'SEG_ERR_MULTIPART'],
-  FST_INVALID_JSON_FIELD_ERROR: [400, 'SEG_ERR_MULTIPART'],
-  FST_MP_PREMATURE_CLOSE: [400, 'SEG_ERR_MULTIPART'],
-  FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'SEG_ERR_VALIDATION'],
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, 'SEG_ERR_VALIDATION'],
+const wrongContentType = (): SegError => ERR_UNSUPPORTED_MEDIA_TYPE('Expected multipart/form-data for the request body but received another content type')
+
+/** Fastify / @fastify/multipart error codes → ours. */
+const FRAMEWORK_ERRORS: Record<string, (message: string) => SegError> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: wrongContentType,
+  FST_INVALID_MULTIPART_CONTENT_TYPE: wrongContentType,
+  FST_ERR_CTP_BODY_TOO_LARGE: () => ERR_PAYLOAD_TOO_LARGE('The request body is too large'),
+  FST_REQ_FILE_TOO_LARGE: () => ERR_PAYLOAD_TOO_LARGE('The uploaded file is too large'),
+  FST_PARTS_LIMIT: () => ERR_TOO_MANY_PARTS(),
+  FST_FILES_LIMIT: () => ERR_TOO_MANY_FILES(),
+  FST_FIELDS_LIMIT: () => ERR_TOO_MANY_FIELDS(),
+  FST_PROTO_VIOLATION: ERR_MULTIPART,
+  FST_INVALID_JSON_FIELD_ERROR: ERR_MULTIPART,
+  FST_MP_PREMATURE_CLOSE: ERR_MULTIPART,
+  FST_ERR_CTP_EMPTY_JSON_BODY: (message) => ERR_VALIDATION(`Could not read the multipart body: ${message}`),
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: (message) => ERR_VALIDATION(`Could not read the multipart body: ${message}`),
 }
 
-const FRAMEWORK_MESSAGES: Record<string, string> = {
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'Expected multipart/form-data for the request body but received another content type',
-  FST_INVALID_MULTIPART_CONTENT_TYPE: 'Expected multipart/form-data for the request body but received another content type',
-  FST_ERR_CTP_BODY_TOO_LARGE: 'The request body is too large',
-  FST_REQ_FILE_TOO_LARGE: 'The uploaded file is too large',
-  FST_PARTS_LIMIT: 'The multipart body has too many parts',
-  FST_FILES_LIMIT: 'Expected one file for image but received several',
-  FST_FIELDS_LIMIT: 'The multipart body has too many fields',
+const body = (e: SegError): ErrorBody => {
+  const error: ErrorBody['error'] = { code: e.code, message: e.message }
+  if (e.details !== undefined) error.details = e.details
+  return { error }
 }
 
 /** Normalise anything thrown into (status, body, retryAfter). */
 export function toErrorResponse (err: unknown): { statusCode: number, body: ErrorBody, retryAfter?: number } {
-  if (err instanceof SegError) {
-    const error: ErrorBody['error'] = { code: err.code, message: err.message }
-    if (err.details !== undefined) error.details = err.details
-    return { statusCode: err.statusCode, body: { error }, retryAfter: err.retryAfter }
-  }
+  const e = toSegError(err)
+  return { statusCode: e.statusCode, body: body(e), retryAfter: e.retryAfter }
+}
+
+function toSegError (err: unknown): SegError {
+  if (err instanceof SegError) return err
   const fe = err as Partial<FastifyError> & { validation?: unknown }
   if (fe !== null && typeof fe === 'object') {
-    if (fe.validation !== undefined) {
-      return { statusCode: 400, body: { error: { code: 'SEG_ERR_VALIDATION', message: String(fe.message) } } }
-    }
+    if (fe.validation !== undefined) return ERR_VALIDATION(String(fe.message))
     const mapped = fe.code !== undefined ? FRAMEWORK_ERRORS[fe.code] : undefined
-    if (mapped !== undefined) {
-      const message = FRAMEWORK_MESSAGES[fe.code as string] ?? `Could not read the multipart body: ${String(fe.message)}`
-      return { statusCode: mapped[0], body: { error: { code: mapped[1], message } } }
-    }
+    if (mapped !== undefined) return mapped(String(fe.message))
     // Malformed multipart (busboy) errors carry no code; they are the client's fault.
     if (typeof fe.message === 'string' && /multipart|boundary|Unexpected end of form/i.test(fe.message)) {
-      return { statusCode: 400, body: { error: { code: 'SEG_ERR_MULTIPART', message: 'Could not read the multipart body' } } }
+      return new SegError(ERR_MULTIPART.code, ERR_MULTIPART.statusCode, 'Could not read the multipart body')
     }
     const status = typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500 ? fe.statusCode : 500
-    if (status < 500) {
-      return { statusCode: status, body: { error: { code: 'SEG_ERR_BAD_REQUEST', message: String(fe.message) } } }
-    }
+    if (status < 500) return new SegError(ERR_BAD_REQUEST.code, status, String(fe.message))
   }
-  return { statusCode: 500, body: { error: { code: 'SEG_ERR_INTERNAL', message: 'Internal Server Error' } } }
+  return ERR_INTERNAL()
 }
 
 /** The central error handler (registered once in buildApp). */

@@ -1,6 +1,6 @@
 /**
  * Test helpers: build the real app around the fake model (real tokenizer, pre- and
- * post-processing, worker pool and routes; a deterministic fake in place of ONNX Runtime),
+ * post-processing, engine and routes; a deterministic fake in place of ONNX Runtime),
  * multipart bodies, and small generated images.
  */
 import type { Test } from 'tap'
@@ -9,10 +9,9 @@ import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../src/app.js'
 import { letterboxGeometry } from '../src/image/preprocess.js'
 import { type Config, defaultConfig } from '../src/config.js'
-import { parseManifest } from '../src/model/manifest.js'
-import { createWorkerPool, type Engine, type EngineLogger } from '../src/model/pool.js'
-import { MODEL_INPUTS, MODEL_OUTPUTS } from '../src/model/manifest.js'
-import { createSegmenter, type Segmenter } from '../src/model/segmenter.js'
+import { createEngine, type Engine, type EngineHooks, type EngineLogger } from '../src/engine/engine.js'
+import { engineModel, parseManifest } from '../src/model/manifest.js'
+import { createSegmenter, type SegmenterFactory } from '../src/model/segmenter.js'
 import { FAKE_VOCAB, fakeModelJson } from './fixtures/fake-model.js'
 
 export const FAKE_WORKER = new URL('./fixtures/fake-worker.ts', import.meta.url)
@@ -24,37 +23,34 @@ export interface FakeOptions {
   /** Extra workerData for the fake worker (e.g. failStart). */
   workerData?: Record<string, unknown>
   logger?: EngineLogger
+  /** Observers of the engine, besides the app's metrics. */
+  hooks?: EngineHooks
 }
 
-export function fakePool (config: Config, opts: FakeOptions = {}): Engine {
+/** Both observers see every event. */
+export function bothHooks (a: EngineHooks = {}, b: EngineHooks = {}): EngineHooks {
+  return {
+    onBatch: (rows) => { a.onBatch?.(rows); b.onBatch?.(rows) },
+    onEncode: (images) => { a.onEncode?.(images); b.onEncode?.(images) },
+  }
+}
+
+export function fakeEngine (config: Config, opts: FakeOptions = {}): Engine {
   const manifest = parseManifest(fakeModelJson(), '/nonexistent')
-  return createWorkerPool({
-    init: {
-      modelFile: '/nonexistent/model.onnx',
-      inputNames: [...MODEL_INPUTS],
-      outputNames: [...MODEL_OUTPUTS],
-      executionProviders: ['cpu'],
-      requireGpu: false,
-      threads: 1,
-      size: manifest.input.size,
-      maskSize: manifest.maskSize,
-      maxWords: manifest.maxWords,
-      numQueries: manifest.numQueries,
-      ...opts.workerData,
-    },
-    workers: config.workers,
-    maxBatch: config.maxBatch,
-    maxBatchWaitMs: config.maxBatchWaitMs,
-    queueSize: config.queueSize,
+  return createEngine({
+    model: { ...engineModel(manifest, { modelFile: '/nonexistent/model.onnx' }), ...opts.workerData },
+    settings: config,
+    hooks: opts.hooks,
     logger: opts.logger ?? silentLogger,
     workerUrl: FAKE_WORKER,
     restartDelayMs: 50,
   })
 }
 
-export function fakeSegmenter (config: Config, opts: FakeOptions = {}): Segmenter {
+/** The segmenter of the fake model, for buildApp (the app adds its metrics' hooks). */
+export function fakeSegmenter (config: Config, opts: FakeOptions = {}): SegmenterFactory {
   const manifest = parseManifest(fakeModelJson(), '/nonexistent')
-  return createSegmenter({ manifest, vocab: FAKE_VOCAB, engine: fakePool(config, opts), maxPixels: config.maxImagePixels })
+  return (hooks) => createSegmenter({ manifest, vocab: FAKE_VOCAB, engine: fakeEngine(config, { ...opts, hooks: bothHooks(hooks, opts.hooks) }), maxImagePixels: config.maxImagePixels })
 }
 
 export const testConfig = (overrides: Partial<Config> = {}): Config =>
@@ -63,11 +59,10 @@ export const testConfig = (overrides: Partial<Config> = {}): Config =>
 /** The app around the fake model, ready (workers started), closed on teardown. */
 export async function build (t: Test, opts: FakeOptions & { wait?: boolean } = {}): Promise<FastifyInstance> {
   const config = testConfig(opts.config)
-  const segmenter = fakeSegmenter(config, opts)
-  const app = buildApp(config, { segmenter })
+  const app = buildApp(config, { segmenter: fakeSegmenter(config, opts) })
   t.teardown(() => app.close())
   await app.ready()
-  if (opts.wait !== false) await segmenter.started
+  if (opts.wait !== false) await app.segmenter.started
   return app
 }
 
@@ -119,7 +114,7 @@ export async function until (fn: () => boolean, ms = 30_000): Promise<void> {
   }
 }
 
-/** A pool job for the fake model: a blank 32×32 image and `rows` token rows of one vocabulary word. */
+/** An engine job for the fake model: a blank 32×32 image and `rows` token rows of one vocabulary word. */
 export const FAKE_JOB_SIZE = 32
 export const fakeJob = (word: string, rows = 1) => ({
   image: new Float32Array(3 * FAKE_JOB_SIZE * FAKE_JOB_SIZE),

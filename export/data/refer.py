@@ -28,7 +28,7 @@ letterboxes both.
 
 Splits (the standard ones): RefCOCO and RefCOCO+ (``unc``) train / val / testA / testB; G-Ref
 ``umd`` train / val / test; G-Ref ``google`` train / val. L = 15 words for RefCOCO/RefCOCO+, 20
-for G-Ref (design/VLT.md §1).
+for G-Ref (docs/vlt.md §1).
 
 Masks: pycocotools (``frPyObjects`` + ``decode``, as the REFER API's ``getMask``; pinned in
 export/requirements.txt) when it is installed; otherwise Pillow's ImageDraw fills the same

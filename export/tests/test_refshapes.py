@@ -1,4 +1,4 @@
-"""Tests of the RefShapes generator against SPEC.md and the public val set."""
+"""Tests of the RefShapes generator against docs/refshapes.md and the public val set."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Visual backbone: Darknet-53 (YOLOv3, Redmon & Farhadi 2018) plus the six YOLOv3 head convs.
 
-Implements the 'backbone' row of the VLT paper's pipeline (design/VLT.md §1). Widths and depths are
+Implements the 'backbone' row of the VLT paper's pipeline (docs/vlt.md §1). Widths and depths are
 scaled by the config; the paper preset is exactly Darknet-53 (stem 32; stages 64x1, 128x2, 256x8,
 512x8, 1024x4) followed by 1x1-512, 3x3-1024 (three times). Returns three levels:
 Fv0 (stride 32, after the head convs), Fv1 (stride 16, end of the fourth stage) and Fv2 (stride 8,

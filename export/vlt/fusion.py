@@ -1,6 +1,6 @@
 """Vision-language fusion: the sentence vector multiplies the stride-32 map, then the three backbone
 levels are merged MCN-style into Fmq (for the Query Generation Module) and F_tf (for the transformer
-encoder). The 'fusion at 13x13' and 'multi-scale' rows of design/VLT.md §1; the released graph
+encoder). The 'fusion at 13x13' and 'multi-scale' rows of docs/vlt.md §1; the released graph
 concatenates levels here where the paper's prose resizes and sums them (§4)."""
 
 from __future__ import annotations

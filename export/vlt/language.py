@@ -1,6 +1,6 @@
 """Language encoder: frozen GloVe word table, Keras-semantics bidirectional GRU and per-channel
 attention pooling into a sentence vector (the 'words in', 'language encoder' and 'sentence vector'
-rows of design/VLT.md §1)."""
+rows of docs/vlt.md §1)."""
 
 from __future__ import annotations
 

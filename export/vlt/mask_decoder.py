@@ -1,7 +1,7 @@
 """Mask decoder: each balanced query response becomes an H x W map through one shared
 Linear(D -> HW) + ReLU; the Nq maps are stacked as Nq channels (no sum over queries) and decoded by
 six 3x3 CBLs with three nearest 2x upsamplings and a final 3x3 conv to one logit channel at stride 2
-(the 'responses -> map' and 'mask decoder' rows of design/VLT.md §1)."""
+(the 'responses -> map' and 'mask decoder' rows of docs/vlt.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Wrappers used only for ONNX export. They fix the deployable contract (design/VLT.md §3): named
+"""Wrappers used only for ONNX export. They fix the deployable contract (docs/vlt.md §3): named
 inputs ``image`` (float32 B x 3 x S x S) and ``tokens`` (int64 B x L) and outputs ``mask_logits``,
 ``query_confidence`` and ``word_attention``, with no data-dependent Python control flow.
 

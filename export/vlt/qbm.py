@@ -1,6 +1,6 @@
 """Query Balance Module (QBM, VLT paper §3.5): a confidence per query from its response and the
 query itself, which scales that query's response. The released graph uses four linear layers
-(design/VLT.md §4): c = sigmoid(L4(ReLU(L3(cat[ReLU(L1(R)), ReLU(L2(Fq))])))), R' = c * R."""
+(docs/vlt.md §4): c = sigmoid(L4(ReLU(L3(cat[ReLU(L1(R)), ReLU(L2(Fq))])))), R' = c * R."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Query Generation Module (QGM, VLT paper §3.3): Nq visual query vectors from the fused map, each
 re-weighted by attention over the words, so that different queries read the sentence differently.
-Follows the released graph (design/VLT.md §1 'QGM' rows): 6 coordinate channels, three 3x3 CBLs,
+Follows the released graph (docs/vlt.md §1 'QGM' rows): 6 coordinate channels, three 3x3 CBLs,
 a 1x1 conv with bias to Nq maps, a per-map Linear(HW -> D) + ReLU, and full multi-head attention with
 ReLU'd projections and a residual to the visual vector. With ``input_proj`` (the paper preset) the
 queries, keys and values first pass through their own Linear(D -> D) + ReLU, as the three Dense

@@ -1,4 +1,4 @@
-"""The tokenizer shared by training, export and the service (design/VLT.md §3).
+"""The tokenizer shared by training, export and the service (docs/vlt.md §3).
 
 Rules, identical in Python (here) and TypeScript (src/model/tokenizer.ts):
   1. Unicode NFKC normalisation;

@@ -5,7 +5,7 @@ Like the Keras transformer the released graph is built from: ReLU after every at
 FFN width from the config (256 in the paper), dropout on each sub-layer's output before the residual
 add, LayerNorm after it (post-norm), sine position encodings added once, and a causal mask in the
 decoder's self-attention (query n sees queries <= n) — a leftover of that library that is part of
-the trained model (design/VLT.md §4).
+the trained model (docs/vlt.md §4).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@
  */
 import type { FastifyRequest } from 'fastify'
 import {
-  ERR_EXPRESSION_TOO_LONG, ERR_INVALID_FIELD, ERR_MISSING_FIELD, ERR_MULTIPART, ERR_TOO_MANY_EXPRESSIONS, ERR_TOO_MANY_FILES, expected, SegError,
+  ERR_EXPRESSION_TOO_LONG, ERR_INVALID_FIELD, ERR_MISSING_FIELD, ERR_MULTIPART, ERR_THRESHOLD, ERR_TOO_MANY_EXPRESSIONS, ERR_TOO_MANY_FILES, expected, SegError,
 } from '../errors.js'
+import { isThreshold } from '../image/postprocess.js'
 
 export interface SegmentForm {
   image: Buffer
@@ -86,6 +87,6 @@ function checkExpression (value: string, count: number, limits: FormLimits): str
 function parseThreshold (value: string): number {
   const s = value.trim()
   const n = Number(s)
-  if (s === '' || !Number.isFinite(n) || n < 0 || n > 1) throw ERR_INVALID_FIELD(expected('a number between 0 and 1', 'threshold', value))
+  if (s === '' || !isThreshold(n)) throw ERR_THRESHOLD(value)
   return n
 }

@@ -1,6 +1,6 @@
 /**
  * Post-processing: mask logits (m×m) → binary mask at the image's size, mirroring the export's
- * Python evaluator (design/VLT.md §1, "eval" row) step for step:
+ * Python evaluator (docs/vlt.md §1, "eval" row) step for step:
  *
  *   Python (torch)                                                 here
  *   p = logits.sigmoid()                                           sigmoid()
@@ -100,6 +100,9 @@ export interface MaskSummary {
   /** Mean probability inside the mask (0 when empty). */
   score: number
 }
+
+/** A threshold applies to probabilities: model.json's and a request's must lie in [0, 1]. */
+export const isThreshold = (v: number): boolean => v >= 0 && v <= 1
 
 /** mask = p > threshold, with its area, bounding box and mean probability inside. */
 export function threshold (p: Plane, thr: number): MaskSummary {

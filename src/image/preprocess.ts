@@ -1,7 +1,7 @@
 /**
  * Image preprocessing: bytes → letterboxed CHW float32 tensor + the geometry that postprocessing
  * needs to undo the letterbox. A fixed pipeline that mirrors the export's Python preprocessing
- * (design/VLT.md §1, "image in"):
+ * (docs/vlt.md §1, "image in"):
  *
  *   Python (PIL / numpy)                          here (sharp / Float32Array)
  *   img = ImageOps.exif_transpose(Image.open(f))  sharp(buf).rotate()            EXIF orientation first
@@ -142,7 +142,7 @@ export function letterboxGeometry (width: number, height: number, size: number):
 /** Resize (the model's resize filter) and paste centred on the padded canvas: [3, S, S] float32. */
 export async function letterbox (image: DecodedImage, spec: InputSpec): Promise<{ data: Float32Array, geometry: Geometry }> {
   const geometry = letterboxGeometry(image.width, image.height, spec.size)
-  const { nw, nh, dx, dy, size } = geometry
+  const { nw, nh } = geometry
   let resized: Buffer
   if (nw === image.width && nh === image.height) {
     resized = image.data
@@ -174,11 +174,4 @@ export function toCHW (rgb: Uint8Array, g: Geometry, spec: Pick<InputSpec, 'padV
     }
   }
   return out
-}
-
-/** decode + letterbox. */
-export async function preprocess (input: Buffer, spec: InputSpec, opts: DecodeOptions): Promise<{ data: Float32Array, geometry: Geometry, format: string }> {
-  const image = await decodeImage(input, opts)
-  const { data, geometry } = await letterbox(image, spec)
-  return { data, geometry, format: image.format }
 }

@@ -1,21 +1,20 @@
 /**
- * The model folder contract (design/VLT.md §3): `model.json` read and checked once at start-up.
+ * The model folder contract (docs/vlt.md §3): `model.json` read and checked once at start-up.
  * Every preprocessing and post-processing constant the service uses comes from here.
  *
- * Checks that refuse start-up: missing files, a model.onnx whose sha256 differs from
- * `onnx.sha256`, and input/output names other than the ones the service feeds and reads.
- * (The session's own `inputNames` / `outputNames` are checked against these in each worker.)
+ * Checks that refuse start-up: missing files, a graph file (model.onnx, or image_encoder.onnx /
+ * head.onnx of `split`) whose sha256 differs from model.json, and input/output names other than
+ * the ones the engine feeds and reads (src/engine/protocol.ts). The sessions' own `inputNames` /
+ * `outputNames` are checked against these in each engine worker.
  */
 import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import path from 'node:path'
+import { GRAPH_INPUTS, GRAPH_OUTPUTS, type GoldenCheck, type GraphFiles, type ModelGraphs } from '../engine/protocol.js'
+import { isThreshold } from '../image/postprocess.js'
 import type { InputSpec, SharpKernel } from '../image/preprocess.js'
-import { parseVocab } from './tokenizer.js'
-
-/** What the service feeds and reads (the deployable contract). */
-export const MODEL_INPUTS = ['image', 'tokens'] as const
-export const MODEL_OUTPUTS = ['mask_logits', 'query_confidence', 'word_attention'] as const
+import { PAD_ID, parseVocab, UNK_ID } from './tokenizer.js'
 
 export interface OnnxFile {
   file: string
@@ -99,13 +98,13 @@ export function parseManifest (raw: Record<string, any>, dir: string): Manifest 
   }
   if (input.channels !== undefined && input.channels !== 'RGB') throw new ManifestError(`model.json: unsupported input.channels ${JSON.stringify(input.channels)}`)
   const threshold = Number(need(output.threshold, 'output.threshold'))
-  if (!(threshold >= 0 && threshold <= 1)) throw new ManifestError(`model.json: output.threshold must be in [0, 1], got ${output.threshold}`)
+  if (!isThreshold(threshold)) throw new ManifestError(`model.json: output.threshold must be in [0, 1], got ${output.threshold}`)
   const maxWords = positiveInt(raw.max_words ?? raw.tokenizer?.max_words, 'max_words')
   const numQueries = positiveInt(raw.num_queries ?? raw.config?.num_queries, 'num_queries')
 
   const onnx = parseOnnxFile(need(raw.onnx, 'onnx'), 'onnx')
-  for (const n of MODEL_INPUTS) if (!onnx.inputs.includes(n)) throw new ManifestError(`model.json: onnx.inputs lacks ${JSON.stringify(n)} (has ${onnx.inputs.join(', ')})`)
-  for (const n of MODEL_OUTPUTS) if (!onnx.outputs.includes(n)) throw new ManifestError(`model.json: onnx.outputs lacks ${JSON.stringify(n)} (has ${onnx.outputs.join(', ')})`)
+  for (const n of GRAPH_INPUTS) if (!onnx.inputs.includes(n)) throw new ManifestError(`model.json: onnx.inputs lacks ${JSON.stringify(n)} (has ${onnx.inputs.join(', ')})`)
+  for (const n of GRAPH_OUTPUTS) if (!onnx.outputs.includes(n)) throw new ManifestError(`model.json: onnx.outputs lacks ${JSON.stringify(n)} (has ${onnx.outputs.join(', ')})`)
 
   const vocab = raw.vocab ?? {}
   const tok = raw.tokenizer
@@ -140,8 +139,8 @@ export function parseManifest (raw: Record<string, any>, dir: string): Manifest 
       : undefined,
     vocab: {
       file: String(vocab.file ?? 'vocab.txt'),
-      padId: Number(vocab.pad_id ?? 0),
-      unkId: Number(vocab.unk_id ?? 1),
+      padId: Number(vocab.pad_id ?? PAD_ID),
+      unkId: Number(vocab.unk_id ?? UNK_ID),
       size: vocab.size !== undefined ? Number(vocab.size) : undefined,
     },
     golden: typeof raw.golden === 'string' ? raw.golden : (raw.golden?.file as string | undefined),
@@ -167,11 +166,14 @@ export async function sha256File (file: string): Promise<string> {
 export interface ModelFolder {
   manifest: Manifest
   vocab: string[]
-  /** Absolute path of model.onnx. */
-  modelFile: string
+  /** What the engine loads and runs: the verified graph files (split ones too, when listed), sizes, golden case. */
+  graphs: ModelGraphs
 }
 
-/** Read model.json + vocab.txt and verify model.onnx's sha256. Throws ManifestError. */
+/**
+ * Read model.json, vocab.txt and golden.json, and verify the sha256 of every graph file.
+ * Throws ManifestError.
+ */
 export async function loadModelFolder (folder: string): Promise<ModelFolder> {
   const dir = path.resolve(folder)
   let text: string
@@ -201,7 +203,28 @@ export async function loadModelFolder (folder: string): Promise<ModelFolder> {
     throw new ManifestError(`${manifest.vocab.file} has ${vocab.length} words; model.json says ${manifest.vocab.size}`)
   }
   if (vocab.length <= Math.max(manifest.vocab.padId, manifest.vocab.unkId)) throw new ManifestError(`${manifest.vocab.file} is too short (${vocab.length} lines)`)
-  return { manifest, vocab, modelFile }
+
+  const golden = await loadGolden(manifest)
+  let split: ModelGraphs['split']
+  if (manifest.split !== undefined) {
+    const { image_encoder: enc, head } = manifest.split
+    split = { encoderFile: path.join(dir, enc.file), headFile: path.join(dir, head.file), featureNames: enc.outputs }
+    await verifyFile(split.encoderFile, enc.sha256)
+    await verifyFile(split.headFile, head.sha256)
+  }
+  const graphs = engineModel(manifest, { modelFile, split }, golden !== undefined ? goldenCheck(golden) : undefined)
+  return { manifest, vocab, graphs }
+}
+
+/** What the engine needs of a model: its graph files, the sizes S, m, L, Nq, and the golden case. */
+export function engineModel (manifest: Manifest, files: GraphFiles, golden?: GoldenCheck): ModelGraphs {
+  const { maskSize, maxWords, numQueries } = manifest
+  return { ...files, size: manifest.input.size, maskSize, maxWords, numQueries, golden }
+}
+
+/** What the backbone features of an image depend on besides its bytes: preprocessing and encoder. */
+export function featureSalt (manifest: Manifest): string {
+  return JSON.stringify({ input: manifest.input, encoder: manifest.split?.image_encoder.sha256 ?? manifest.onnx.sha256 })
 }
 
 export async function verifyFile (file: string, sha256: string): Promise<void> {
@@ -236,6 +259,12 @@ export async function loadGolden (manifest: Manifest): Promise<Golden | undefine
   const outputs: Record<string, Float32Array> = {}
   for (const [name, t] of Object.entries(c.outputs)) outputs[name] = await tensor(t, `outputs.${name}`)
   return { case: c, dir: manifest.dir, input: await tensor(c.input, 'input'), outputs }
+}
+
+/** The golden case as every engine worker runs it before it reports ready. */
+function goldenCheck (golden: Golden): GoldenCheck {
+  const { tokens, tolerance } = golden.case
+  return { input: golden.input, tokens, outputs: golden.outputs, atol: tolerance?.atol ?? 1e-3, rtol: tolerance?.rtol ?? 0 }
 }
 
 /** Raw little-endian float32, C order. */

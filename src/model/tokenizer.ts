@@ -1,5 +1,5 @@
 /**
- * The shared tokenizer rules (design/VLT.md §3), mirrored line for line by the export's Python
+ * The shared tokenizer rules (docs/vlt.md §3), mirrored line for line by the export's Python
  * tokenizer and pinned by test/fixtures/tokenizer_cases.json:
  *
  *   1. Unicode NFKC                      — unicodedata.normalize('NFKC', text)
@@ -10,6 +10,10 @@
  *   5. map to ids via vocab.txt (line number = id), unknown → unk_id
  *   6. truncate, or right-pad with pad_id, to max_words (L)
  */
+
+/** Ids the vocabulary reserves unless model.json says otherwise: line 0 pads, line 1 is the unknown word. */
+export const PAD_ID = 0
+export const UNK_ID = 1
 
 /** Step 3: the characters that survive; everything else becomes a space. */
 const NOT_KEPT = /[^\p{L}\p{Nd}']/gu
@@ -57,8 +61,8 @@ export interface Tokenizer {
 
 /** Build a tokenizer over the vocabulary (index = id). */
 export function createTokenizer (vocab: readonly string[], opts: VocabularyOptions): Tokenizer {
-  const padId = opts.padId ?? 0
-  const unkId = opts.unkId ?? 1
+  const padId = opts.padId ?? PAD_ID
+  const unkId = opts.unkId ?? UNK_ID
   const maxWords = opts.maxWords
   if (!Number.isInteger(maxWords) || maxWords < 1) throw new Error(`max_words must be a positive integer, got ${maxWords}`)
   const index = new Map<string, number>()

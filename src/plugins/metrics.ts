@@ -1,21 +1,27 @@
 /**
  * Prometheus metrics (prom-client, one registry per app): request count and latency by route
  * and status, per-stage durations, queue depth, batch sizes, workers, provider and model info.
+ *
+ * Registered before the segmenter: the engine is built with `engineHooks` (batch sizes), and the
+ * gauges read `app.segmenter` when scraped.
  */
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { EngineHooks } from '../engine/engine.js'
 import type { Timings } from '../model/segmenter.js'
 
 export interface Metrics {
   registry: Registry
   observeStages: (timings: Timings) => void
+  /** For the engine's constructor. */
+  engineHooks: EngineHooks
 }
 
 export default fp(async (app: FastifyInstance) => {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'vlt_' })
-  const { segmenter } = app
+  const segmenter = () => app.segmenter
 
   const requests = new Counter({
     name: 'vlt_http_requests_total',
@@ -43,30 +49,28 @@ export default fp(async (app: FastifyInstance) => {
     buckets: [1, 2, 4, 8, 16, 32, 64],
     registers: [registry],
   })
-  segmenter.onBatch((rows) => batches.observe(rows))
   const encoderBatches = new Histogram({
     name: 'vlt_backbone_batch_size',
     help: 'Images per backbone (image_encoder) pass; K expressions on one image count once, cache hits not at all',
     buckets: [1, 2, 4, 8, 16, 32, 64],
     registers: [registry],
   })
-  segmenter.onEncode((images) => encoderBatches.observe(images))
   const cacheCounter = (name: string, help: string, read: () => number): Counter => new Counter({
     name,
     help,
     registers: [registry],
     collect () { this.reset(); this.inc(read()) },
   })
-  cacheCounter('vlt_feature_cache_hits_total', 'Requests whose image features came from the feature cache', () => segmenter.cacheStats().hits)
-  cacheCounter('vlt_feature_cache_misses_total', 'Requests that looked up the feature cache and ran the backbone', () => segmenter.cacheStats().misses)
-  cacheCounter('vlt_feature_cache_evictions_total', 'Feature cache entries evicted to stay within FEATURE_CACHE_MB', () => segmenter.cacheStats().evictions)
+  cacheCounter('vlt_feature_cache_hits_total', 'Requests whose image features came from the feature cache', () => segmenter().cacheStats().hits)
+  cacheCounter('vlt_feature_cache_misses_total', 'Requests that looked up the feature cache and ran the backbone', () => segmenter().cacheStats().misses)
+  cacheCounter('vlt_feature_cache_evictions_total', 'Feature cache entries evicted to stay within FEATURE_CACHE_MB', () => segmenter().cacheStats().evictions)
   new Gauge({
     name: 'vlt_feature_cache_bytes',
     help: 'Bytes held by the feature cache (used, capacity)',
     labelNames: ['kind'] as const,
     registers: [registry],
     collect () {
-      const c = segmenter.cacheStats()
+      const c = segmenter().cacheStats()
       this.set({ kind: 'used' }, c.bytes)
       this.set({ kind: 'capacity' }, c.capacityBytes)
     },
@@ -75,22 +79,22 @@ export default fp(async (app: FastifyInstance) => {
     name: 'vlt_feature_cache_entries',
     help: 'Images in the feature cache',
     registers: [registry],
-    collect () { this.set(segmenter.cacheStats().entries) },
+    collect () { this.set(segmenter().cacheStats().entries) },
   })
 
   new Gauge({
     name: 'vlt_inference_queue_depth',
-    help: 'Requests waiting for an inference worker',
+    help: 'Jobs waiting in the engine queue for a worker',
     registers: [registry],
-    collect () { this.set(segmenter.stats().queueDepth) },
+    collect () { this.set(segmenter().stats().queueDepth) },
   })
   new Gauge({
     name: 'vlt_inference_workers',
-    help: 'Inference workers by state (configured, live, busy)',
+    help: 'Engine workers by state (configured, live, busy)',
     labelNames: ['state'] as const,
     registers: [registry],
     collect () {
-      const s = segmenter.stats()
+      const s = segmenter().stats()
       this.set({ state: 'configured' }, s.workers)
       this.set({ state: 'live' }, s.liveWorkers)
       this.set({ state: 'busy' }, s.busyWorkers)
@@ -98,9 +102,9 @@ export default fp(async (app: FastifyInstance) => {
   })
   new Gauge({
     name: 'vlt_inference_worker_restarts',
-    help: 'Inference workers replaced after a crash since start',
+    help: 'Engine workers replaced after a crash since start',
     registers: [registry],
-    collect () { this.set(segmenter.stats().restarts) },
+    collect () { this.set(segmenter().stats().restarts) },
   })
   new Gauge({
     name: 'vlt_execution_provider',
@@ -109,28 +113,28 @@ export default fp(async (app: FastifyInstance) => {
     registers: [registry],
     collect () {
       this.reset()
-      this.set({ provider: segmenter.provider() }, 1)
+      this.set({ provider: segmenter().provider() }, 1)
     },
   })
   new Gauge({
     name: 'vlt_ready',
     help: '1 when /readyz answers 200',
     registers: [registry],
-    collect () { this.set(segmenter.isReady() && !app.lifecycle.closing ? 1 : 0) },
+    collect () { this.set(segmenter().isReady() && !app.lifecycle.closing ? 1 : 0) },
   })
-  const { info } = segmenter
   new Gauge({
     name: 'vlt_model_info',
     help: 'The served model (value 1)',
     labelNames: ['name', 'version', 'preset', 'provider', 'input_size', 'max_words', 'num_queries'] as const,
     registers: [registry],
     collect () {
+      const { info } = segmenter()
       this.reset()
       this.set({
         name: info.name,
         version: info.version,
         preset: info.preset ?? '',
-        provider: segmenter.provider(),
+        provider: segmenter().provider(),
         input_size: String(info.inputSize),
         max_words: String(info.maxWords),
         num_queries: String(info.numQueries),
@@ -150,9 +154,13 @@ export default fp(async (app: FastifyInstance) => {
 
   const metrics: Metrics = {
     registry,
+    engineHooks: {
+      onBatch: (rows) => batches.observe(rows),
+      onEncode: (images) => encoderBatches.observe(images),
+    },
     observeStages (t) {
       for (const [stage, ms] of Object.entries(t)) stages.observe({ stage }, ms / 1000)
     },
   }
   app.decorate('metrics', metrics)
-}, { name: 'metrics', dependencies: ['segmenter'] })
+}, { name: 'metrics' })

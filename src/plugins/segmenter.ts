@@ -1,33 +1,22 @@
 /**
- * The model as a named plugin: decorates `app.segmenter` (an injected one in tests, else the
- * model folder from config) and stops its workers on close, after in-flight requests finished.
+ * The model as a named plugin: decorates `app.segmenter` (built by an injected factory in tests,
+ * else from the model folder in config) with the metrics' engine hooks, and stops its engine on
+ * close, after in-flight requests finished.
  */
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import { createSegmenterFromFolder, type Segmenter } from '../model/segmenter.js'
+import { createSegmenterFromFolder, type SegmenterFactory } from '../model/segmenter.js'
 
 export interface SegmenterPluginOptions {
-  segmenter?: Segmenter
+  segmenter?: SegmenterFactory
 }
 
 export default fp(async (app: FastifyInstance, opts: SegmenterPluginOptions) => {
   const { config } = app
-  const segmenter = opts.segmenter ?? await createSegmenterFromFolder({
-    modelPath: config.modelPath,
-    executionProviders: config.executionProviders,
-    requireGpu: config.requireGpu,
-    workers: config.workers,
-    threadsPerWorker: config.threadsPerWorker,
-    intraOpSpinning: config.intraOpSpinning,
-    maxBatch: config.maxBatch,
-    maxBatchWaitMs: config.maxBatchWaitMs,
-    queueSize: config.queueSize,
-    maxImagePixels: config.maxImagePixels,
-    featureCacheMb: config.featureCacheMb,
-    logger: app.log,
-  })
+  const build = opts.segmenter ?? (async (hooks) => await createSegmenterFromFolder({ ...config, hooks, logger: app.log }))
+  const segmenter = await build(app.metrics.engineHooks)
   app.decorate('segmenter', segmenter)
   app.addHook('onClose', async () => {
     await segmenter.close()
   })
-}, { name: 'segmenter' })
+}, { name: 'segmenter', dependencies: ['metrics'] })

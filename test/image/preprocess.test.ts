@@ -1,6 +1,6 @@
 import t from 'tap'
 import sharp from 'sharp'
-import { decodeImage, letterbox, letterboxGeometry, preprocess, sniffFormat, toCHW } from '../../src/image/preprocess.js'
+import { decodeImage, letterbox, letterboxGeometry, sniffFormat, toCHW } from '../../src/image/preprocess.js'
 import { encodeWithOrientation, orient, storeFor, type RawImage } from './orientation.js'
 
 const spec = { size: 8, padValue: 0.5, scale: 1 / 255, mean: null, std: null, kernel: 'cubic' as const }
@@ -94,7 +94,7 @@ t.test('EXPECTED FAILURE - not an image → 415', async (t) => {
 })
 
 t.test('letterbox pads with 0.5 around the resized picture', async (t) => {
-  const { data, geometry } = await preprocess(await solid(8, 4, 3, [255, 255, 255]), spec, limits)
+  const { data, geometry } = await letterbox(await decodeImage(await solid(8, 4, 3, [255, 255, 255]), limits), spec)
   t.strictSame(geometry, { width: 8, height: 4, size: 8, nw: 8, nh: 4, dx: 0, dy: 2 })
   t.equal(data[0], 0.5) // row 0: padding
   t.equal(data[2 * 8], 1) // row 2: picture

@@ -1,5 +1,5 @@
 /**
- * Cross-language parity on the model folder's golden case (design/STYLE.md X1):
+ * Cross-language parity on the model folder's golden case (docs/architecture.md, "The golden case"):
  * TS preprocessing vs the Python input tensor, ONNX Runtime outputs vs golden.json, and the
  * post-processed mask vs the Python evaluator's mask.
  */
@@ -31,7 +31,7 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
   }
 
   t.test('golden case', async (t) => {
-    const { manifest, vocab, modelFile } = await loadModelFolder(MODEL_DIR)
+    const { manifest, vocab, graphs: { modelFile } } = await loadModelFolder(MODEL_DIR)
     const golden = (await loadGolden(manifest))!
     t.ok(golden, 'model.json names a golden case')
     const g = golden.case

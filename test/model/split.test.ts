@@ -10,9 +10,11 @@ import path from 'node:path'
 import * as ort from 'onnxruntime-node'
 import sharp from 'sharp'
 import { buildApp } from '../../src/app.js'
+import type { EngineHooks } from '../../src/engine/engine.js'
+import { GRAPH_OUTPUTS as OUT } from '../../src/engine/protocol.js'
 import { loadModelFolder } from '../../src/model/manifest.js'
 import { createSegmenterFromFolder, type Segmenter } from '../../src/model/segmenter.js'
-import { form, silentLogger, testConfig } from '../helper.js'
+import { bothHooks, form, silentLogger, testConfig } from '../helper.js'
 
 const MODEL_DIR = path.resolve(new URL('../../models/vlt-refshapes', import.meta.url).pathname)
 
@@ -22,25 +24,17 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
 } else {
   const golden = JSON.parse(readFileSync(path.join(MODEL_DIR, 'golden.json'), 'utf8'))
   const goldenImage = readFileSync(path.join(MODEL_DIR, golden.image))
-  const OUT = ['mask_logits', 'query_confidence', 'word_attention'] as const
   const maxDiff = (a: Float32Array, b: Float32Array): number => {
     let m = a.length === b.length ? 0 : Infinity
     for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]))
     return m
   }
-  const segmenter = async (t: Test, opts: { splitGraphs?: boolean, featureCacheMb?: number, workers?: number } = {}): Promise<Segmenter> => {
+  const segmenter = async (t: Test, opts: { splitGraphs?: boolean, featureCacheMb?: number, workers?: number, hooks?: EngineHooks } = {}): Promise<Segmenter> => {
     const s = await createSegmenterFromFolder({
+      ...testConfig({ workers: opts.workers ?? 1, maxBatch: 8, queueSize: 16, maxImagePixels: 1e8, featureCacheMb: opts.featureCacheMb ?? 64 }),
       modelPath: MODEL_DIR,
-      executionProviders: ['cpu'],
-      requireGpu: false,
-      workers: opts.workers ?? 1,
-      threadsPerWorker: 1,
-      maxBatch: 8,
-      maxBatchWaitMs: 0,
-      queueSize: 16,
-      maxImagePixels: 1e8,
-      featureCacheMb: opts.featureCacheMb ?? 64,
       splitGraphs: opts.splitGraphs,
+      hooks: opts.hooks,
       logger: silentLogger,
     })
     t.teardown(() => s.close())
@@ -83,12 +77,10 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
   })
 
   t.test('K expressions in one request: one backbone pass, the same answers as K separate requests on model.onnx', async (t) => {
-    const split = await segmenter(t)
-    const whole = await segmenter(t, { splitGraphs: false, featureCacheMb: 0 })
     const encodes: number[] = []
     const batches: number[] = []
-    split.onEncode((n) => encodes.push(n))
-    split.onBatch((n) => batches.push(n))
+    const split = await segmenter(t, { hooks: { onEncode: (n) => encodes.push(n), onBatch: (n) => batches.push(n) } })
+    const whole = await segmenter(t, { splitGraphs: false, featureCacheMb: 0 })
     const exprs = [golden.expression, 'the left one', 'the big red circle', 'square']
     const together = await split.segment(req(exprs))
     t.strictSame(encodes, [1], 'one image through the backbone')
@@ -107,12 +99,10 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
   })
 
   t.test('with two idle workers, K rows are spread over both after one backbone pass; same answers', async (t) => {
-    const one = await segmenter(t, { featureCacheMb: 0 })
-    const two = await segmenter(t, { workers: 2, featureCacheMb: 64 })
     const encodes: number[] = []
     const batches: number[] = []
-    two.onEncode((n) => encodes.push(n))
-    two.onBatch((n) => batches.push(n))
+    const one = await segmenter(t, { featureCacheMb: 0 })
+    const two = await segmenter(t, { workers: 2, featureCacheMb: 64, hooks: { onEncode: (n) => encodes.push(n), onBatch: (n) => batches.push(n) } })
     const exprs = [golden.expression, 'the left one', 'the big red circle', 'square', 'the small one']
     const want = await one.segment(req(exprs))
     for (const round of ['miss', 'hit'] as const) {
@@ -132,12 +122,13 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
 
   t.test('a repeated image is a cache hit: no backbone pass, the same answer, counted in /metrics', async (t) => {
     const config = testConfig({ modelPath: MODEL_DIR, featureCacheMb: 64 })
-    const app = buildApp(config)
+    const encodes: number[] = []
+    const app = buildApp(config, {
+      segmenter: async (hooks) => await createSegmenterFromFolder({ ...config, hooks: bothHooks(hooks, { onEncode: (n) => encodes.push(n) }), logger: silentLogger }),
+    })
     t.teardown(() => app.close())
     await app.ready()
     await app.segmenter.started
-    const encodes: number[] = []
-    app.segmenter.onEncode((n) => encodes.push(n))
     const post = () => app.inject({ method: 'POST', url: '/segment', payload: form({ image: goldenImage, expression: golden.expression }) })
     const first = await post()
     t.equal(first.statusCode, 200)
@@ -159,7 +150,7 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
   })
 
   t.test('the cache stays within FEATURE_CACHE_MB (LRU eviction); 0 turns it off', async (t) => {
-    // Tiny preset: ≈ 0.35 MB of features per image, so 1 MB holds two.
+    // Tiny preset: 1 MB holds two images' features (BENCHMARKS.md, "Feature cache").
     const s = await segmenter(t, { featureCacheMb: 1 })
     const images = await Promise.all([0, 1, 2, 3].map((i) => sharp(goldenImage).modulate({ brightness: 0.7 + 0.1 * i }).png().toBuffer()))
     for (const img of images) t.equal((await s.segment(req(['square'], img))).featureCache, 'miss')

@@ -1,4 +1,4 @@
-/** 503 (queue full, not ready, worker crashed) and 504 (deadline) through the real pool. */
+/** 503 (queue full, not ready, worker crashed) and 504 (deadline) through the real engine. */
 import t from 'tap'
 import { build, form, rectImage } from '../helper.js'
 
@@ -19,9 +19,8 @@ t.test('EXPECTED FAILURE - queue full → 503 + Retry-After', async (t) => {
 })
 
 t.test('queued requests wait for a free worker and are batched', async (t) => {
-  const app = await build(t, { config: { workers: 1, queueSize: 8, maxBatch: 8 } })
   const sizes: number[] = []
-  app.segmenter.onBatch((rows) => sizes.push(rows))
+  const app = await build(t, { config: { workers: 1, queueSize: 8, maxBatch: 8 }, hooks: { onBatch: (rows) => sizes.push(rows) } })
   const slow = segment(app, 'the slow one')
   for (let i = 0; i < 3000 && app.segmenter.stats().busyWorkers === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
   const rest = await Promise.all([segment(app, 'the circle'), segment(app, 'the square'), segment(app, 'left one')])

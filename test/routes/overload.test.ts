@@ -1,5 +1,5 @@
 /**
- * Overload, through the real pool and routes around the fake model ('slow' sleeps 400 ms in
+ * Overload, through the real engine and routes around the fake model ('slow' sleeps 400 ms in
  * the worker):
  * - a full queue answers 503 with a Retry-After computed from the queue and measured throughput;
  * - a request past its deadline gets 504 and its queued work never reaches a worker;
@@ -52,9 +52,8 @@ t.test('EXPECTED FAILURE - full queue: 503 with Retry-After = work ahead / measu
 })
 
 t.test('EXPECTED FAILURE - deadline: 504, and the queued work never reaches a worker', async (t) => {
-  const app = await build(t, { config: { workers: 1, maxBatch: 1, queueSize: 8, requestTimeoutMs: 700 } })
   const sizes: number[] = []
-  app.segmenter.onBatch((rows) => sizes.push(rows))
+  const app = await build(t, { config: { workers: 1, maxBatch: 1, queueSize: 8, requestTimeoutMs: 700 }, hooks: { onBatch: (rows) => sizes.push(rows) } })
   // A holds the worker for 400 ms, then B for 400 ms more: C cannot start before its 700 ms deadline.
   const a = segment(app, 'slow')
   await until(() => app.segmenter.stats().busyWorkers === 1)
@@ -70,11 +69,10 @@ t.test('EXPECTED FAILURE - deadline: 504, and the queued work never reaches a wo
 })
 
 t.test('EXPECTED FAILURE - a client that disconnects has its queued work dropped', async (t) => {
-  const app = await build(t, { config: { workers: 1, maxBatch: 1, queueSize: 8 } })
+  const sizes: number[] = []
+  const app = await build(t, { config: { workers: 1, maxBatch: 1, queueSize: 8 }, hooks: { onBatch: (rows) => sizes.push(rows) } })
   await app.listen({ host: '127.0.0.1', port: 0 })
   const { port } = app.server.address() as AddressInfo
-  const sizes: number[] = []
-  app.segmenter.onBatch((rows) => sizes.push(rows))
   const first = segment(app, 'slow')
   await until(() => app.segmenter.stats().busyWorkers === 1)
 

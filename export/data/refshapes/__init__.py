@@ -1,4 +1,4 @@
-"""RefShapes v1 generator (see ``docs/refshapes.md``).
+"""RefShapes v1 generator (the specification: ``docs/refshapes.md``).
 
 Produces synthetic referring-segmentation samples: a 256x256 image of 3-7
 flat-coloured shapes on a noisy grey background, an English referring

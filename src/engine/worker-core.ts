@@ -1,7 +1,7 @@
 /**
- * The inference worker's loop, independent of the runtime behind it: start the backend, run the
+ * An engine worker's loop, independent of the runtime behind it: start the backend, run the
  * golden case, then answer 'run' messages with one batched inference and per-row post-processing.
- * src/model/worker.ts plugs in ONNX Runtime; tests plug in a deterministic fake.
+ * src/engine/worker.ts plugs in ONNX Runtime; tests plug in a deterministic fake.
  *
  * Two kinds of backend:
  * - whole: one graph, image + tokens → outputs; every token row carries a copy of its image.
@@ -12,7 +12,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import { postprocess } from '../image/postprocess.js'
-import type { FromWorker, GoldenReport, ImageFeatures, JobResult, RunJob, ToWorker, WorkerInit } from './protocol.js'
+import { type FromWorker, type GoldenReport, GRAPH_OUTPUTS, type GraphOutput, type GraphShape, type ImageFeatures, type JobResult, type RunJob, type ToWorker, type WorkerInit } from './protocol.js'
 
 /** Batched inputs: image [B,3,S,S], tokens [B,L] (int64). */
 export interface Feeds {
@@ -22,7 +22,7 @@ export interface Feeds {
 }
 
 /** Outputs, batch-major: mask_logits [B,1,m,m], query_confidence [B,Nq], word_attention [B,Nq,L]. */
-export type Outputs = Record<'mask_logits' | 'query_confidence' | 'word_attention', Float32Array>
+export type Outputs = Record<GraphOutput, Float32Array>
 
 /** Feature maps of a batch: one batch-major array per map, and each map's shape without the batch axis. */
 export interface FeatureBatch {
@@ -53,7 +53,8 @@ export function buildTokens (jobs: RunJob[], maxWords: number): BigInt64Array {
   let b = 0
   for (const job of jobs) {
     for (const row of job.tokens) {
-      for (let i = 0; i < maxWords; i++) tokens[b * maxWords + i] = BigInt(row[i] ?? 0)
+      if (row.length !== maxWords) throw new Error(`a token row has ${row.length} ids; the model takes ${maxWords}`)
+      for (let i = 0; i < maxWords; i++) tokens[b * maxWords + i] = BigInt(row[i])
       b++
     }
   }
@@ -61,7 +62,7 @@ export function buildTokens (jobs: RunJob[], maxWords: number): BigInt64Array {
 }
 
 /** Whole-graph feeds: each token row with its own copy of the image. */
-export function buildFeeds (jobs: RunJob[], init: Pick<WorkerInit, 'size' | 'maxWords'>): Feeds {
+export function buildFeeds (jobs: RunJob[], init: Pick<GraphShape, 'size' | 'maxWords'>): Feeds {
   const plane = 3 * init.size * init.size
   const batch = jobs.reduce((n, j) => n + j.tokens.length, 0)
   const image = new Float32Array(batch * plane)
@@ -105,7 +106,7 @@ export interface BatchOutput {
  * One batch through the backend. Split: the encoder over the distinct uncached images (one row
  * each), then the head over every token row, row b reading its image's maps. Whole: one run.
  */
-export async function inferBatch (backend: Backend, jobs: RunJob[], init: Pick<WorkerInit, 'size' | 'maxWords'>): Promise<BatchOutput> {
+export async function inferBatch (backend: Backend, jobs: RunJob[], init: Pick<GraphShape, 'size' | 'maxWords'>): Promise<BatchOutput> {
   if (backend.encode === undefined || backend.head === undefined) {
     return { out: await backend.run!(buildFeeds(jobs, init)), encoded: 0, features: new Map() }
   }
@@ -147,7 +148,7 @@ export async function inferBatch (backend: Backend, jobs: RunJob[], init: Pick<W
   // Jobs of no rows only want the features (a K-row request spread over several workers).
   const out = rows > 0
     ? await backend.head({ maps, shapes, batch: rows }, buildTokens(jobs, init.maxWords))
-    : { mask_logits: new Float32Array(0), query_confidence: new Float32Array(0), word_attention: new Float32Array(0) }
+    : Object.fromEntries(GRAPH_OUTPUTS.map((n) => [n, new Float32Array(0)])) as Outputs
 
   const features = new Map<number, ImageFeatures>()
   const shared = new Map<number, ImageFeatures>()

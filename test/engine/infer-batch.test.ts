@@ -5,8 +5,8 @@
  */
 import t from 'tap'
 import { letterboxGeometry } from '../../src/image/preprocess.js'
-import type { RunJob } from '../../src/model/protocol.js'
-import { type Backend, type FeatureBatch, inferBatch, shareFeatures } from '../../src/model/worker-core.js'
+import type { RunJob } from '../../src/engine/protocol.js'
+import { type Backend, type FeatureBatch, inferBatch, shareFeatures } from '../../src/engine/worker-core.js'
 
 const S = 4
 const L = 3

@@ -5,14 +5,15 @@
  *
  * Where it lives: in the main thread, with the features in SharedArrayBuffers, while the encoder
  * runs in the workers. Posting a shared buffer to a worker shares it (no copy), so
- * - any worker can serve a hit: the pool keeps balancing load freely, with no routing by hash
+ * - any worker can serve a hit: the engine keeps balancing load freely, with no routing by hash
  *   that would queue a hot image behind a busy worker while another one idles;
  * - the size bound (FEATURE_CACHE_MB) is one exact global bound, not one per worker, and one
  *   image is never cached twice in two workers;
  * - a hit is known before the job is queued, so it also skips decode and letterbox (which run on
  *   the main side), and the hit/miss counters need no messages from the workers.
  * The encoder itself stays off the event loop, in the workers like every session.run; the cost
- * of a miss is one copy of the features into shared memory (≈ 0.35 MB for the tiny preset).
+ * of a miss is one copy of the features into shared memory (their size per preset: BENCHMARKS.md,
+ * "Design choices").
  *
  * The key is sha256 over the preprocessing parameters, the encoder's own sha256 and the uploaded
  * bytes: the same bytes always decode to the same tensor under the same parameters.

@@ -1,5 +1,6 @@
 /**
- * Messages between the pool (main thread) and an inference worker.
+ * The engine's contract with the graphs and with its worker threads: the tensor names it feeds
+ * and reads, and the messages between the engine (main thread) and a worker.
  *
  *   main → worker   { type: 'run', batchId, jobs: [RunJob…] }        one session.run over all rows
  *   worker → main   { type: 'ready', provider, golden }               after model load + golden check
@@ -7,7 +8,7 @@
  *                   { type: 'result', batchId, results | error, … }   one per 'run'
  *                   { type: 'log', level, msg, data }                 worker log lines
  *
- * A batch is a list of jobs (one image + K token rows each) so the pool can gather concurrent
+ * A batch is a list of jobs (one image + K token rows each) so the engine can gather concurrent
  * requests into one session.run (dynamic micro-batching); the worker answers per job, so a job
  * whose client left or whose deadline passed is simply dropped on the main side.
  *
@@ -17,27 +18,41 @@
  * and head once over all token rows, and returns the features of the images it encoded when the
  * job asks for them (so the main thread can cache them).
  */
+import type { ConfigSection } from '../config.js'
 import type { Geometry } from '../image/preprocess.js'
 
-export interface WorkerInit {
-  /** Absolute path of model.onnx. */
-  modelFile: string
-  /** The same network split at the backbone; when set the worker loads these instead of model.onnx. */
-  split?: SplitFiles
-  inputNames: readonly string[]
-  outputNames: readonly string[]
-  /** Preference order, e.g. ['cuda', 'cpu']. */
-  executionProviders: string[]
-  requireGpu: boolean
-  threads: number
-  /** ONNX Runtime's session.intra_op.allow_spinning (absent: ONNX Runtime's default, on). */
-  spinning?: boolean
-  /** S, m, L, Nq */
+/** What the engine feeds the network (model.onnx; head.onnx takes `tokens` and the feature maps). */
+export const GRAPH_INPUTS = ['image', 'tokens'] as const
+/** What the engine reads back (model.onnx and head.onnx). */
+export const GRAPH_OUTPUTS = ['mask_logits', 'query_confidence', 'word_attention'] as const
+export type GraphOutput = typeof GRAPH_OUTPUTS[number]
+
+/** The network's sizes: S (input side), m (mask logits side), L (words), Nq (queries). */
+export interface GraphShape {
   size: number
   maskSize: number
   maxWords: number
   numQueries: number
+}
+
+/** The graph files a worker loads. */
+export interface GraphFiles {
+  /** Absolute path of model.onnx. */
+  modelFile: string
+  /** The same network split at the backbone; when set the worker loads these instead of model.onnx. */
+  split?: SplitFiles
+}
+
+/** How a worker opens its ONNX Runtime sessions (the config's `session` section). */
+export type SessionSettings = ConfigSection<'session'>
+
+/** What the engine needs to know of a model: its graphs, their sizes and the golden case. */
+export interface ModelGraphs extends GraphFiles, GraphShape {
   golden?: GoldenCheck
+}
+
+export interface WorkerInit extends ModelGraphs {
+  session: SessionSettings
 }
 
 export interface SplitFiles {
@@ -78,7 +93,7 @@ export interface RunJob {
   key?: string
   /** Return the backbone features computed for this job's image (to be cached). */
   wantFeatures?: boolean
-  /** K rows of L ids */
+  /** K rows of exactly L ids (the tokenizer pads them). */
   tokens: number[][]
   geometry: Geometry
   threshold: number

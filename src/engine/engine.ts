@@ -1,14 +1,18 @@
 /**
  * The inference engine: a pool of worker threads (one ONNX Runtime session each) behind one
- * bounded queue.
+ * bounded queue. One engine serves one model.
  *
- * - run(job) queues one image with K token rows. A free worker takes queued jobs, oldest first,
- *   up to `maxBatch` rows, into a single session.run (dynamic micro-batching). It waits at most
- *   `maxBatchWaitMs` after the oldest job arrived for the batch to fill, and only when company
- *   can come: another worker is busy, or `upstream()` says requests are on their way (decoding,
- *   letterboxing). It does not wait while another worker is idle too (the next job would find
- *   that one), nor on an idle service, where a lone request would wait for nobody. While every
- *   worker is busy, jobs gather in the queue and the next free worker takes them together.
+ * - run(job) takes one image (its tensor, or its cached backbone features) with K token rows.
+ *   With the split graphs, K > 1 rows and several idle workers, the backbone runs once (a job of
+ *   no rows that returns the features) and the K head rows are spread over the idle workers, all
+ *   reading the same shared features; otherwise the job is queued whole.
+ * - A free worker takes queued jobs, oldest first, up to `maxBatch` rows, into a single
+ *   session.run (dynamic micro-batching). It waits at most `maxBatchWaitMs` after the oldest job
+ *   arrived for the batch to fill, and only when company can come: another worker is busy, or a
+ *   request announced with announce() is still being prepared (decoded, letterboxed). It does
+ *   not wait while another worker is idle too (the next job would find that one), nor on an idle
+ *   service, where a lone request would wait for nobody. While every worker is busy, jobs gather
+ *   in the queue and the next free worker takes them together.
  * - The queue holds at most `queueSize` jobs; one more is refused at once (503 + Retry-After).
  * - Each job has a deadline: a queued job is dropped (504); an in-flight one is answered 504 and
  *   its result discarded when it arrives.
@@ -17,8 +21,9 @@
  *   the golden case again before it takes work.
  */
 import { Worker } from 'node:worker_threads'
-import { ERR_DEADLINE, ERR_INTERNAL, ERR_NOT_READY, ERR_QUEUE_FULL, ERR_SHUTTING_DOWN, ERR_WORKER_CRASHED, SegError } from '../errors.js'
-import type { FromWorker, ImageFeatures, RowResult, RunJob, ToWorker, WorkerInit } from './protocol.js'
+import { type ConfigSection, section } from '../config.js'
+import { ERR_CLIENT_CLOSED, ERR_DEADLINE, ERR_INTERNAL, ERR_NOT_READY, ERR_QUEUE_FULL, ERR_SHUTTING_DOWN, ERR_WORKER_CRASHED } from '../errors.js'
+import type { FromWorker, ImageFeatures, ModelGraphs, RowResult, RunJob, ToWorker, WorkerInit } from './protocol.js'
 
 export interface EngineLogger {
   info: (obj: object, msg: string) => void
@@ -26,12 +31,21 @@ export interface EngineLogger {
   error: (obj: object, msg: string) => void
 }
 
-export interface PoolOptions {
-  init: WorkerInit
-  workers: number
-  maxBatch: number
-  maxBatchWaitMs: number
-  queueSize: number
+/** The config sections the engine reads: its own (workers, batching, queue) and the workers' sessions. */
+export type EngineSettings = ConfigSection<'engine' | 'session'>
+
+/** Observers of the engine's work, given at construction (metrics). */
+export interface EngineHooks {
+  /** Rows of every session.run (the batch-size histogram). */
+  onBatch?: (rows: number) => void
+  /** Images that went through the backbone in one batch (split graphs). */
+  onEncode?: (images: number) => void
+}
+
+export interface EngineOptions {
+  model: ModelGraphs
+  settings: EngineSettings
+  hooks?: EngineHooks
   logger: EngineLogger
   /** The worker script (tests pass a fake one). */
   workerUrl?: URL
@@ -71,20 +85,18 @@ export interface EngineStats {
   restarts: number
 }
 
-/** What the segmenter needs from an inference engine (the pool, or a fake in tests). */
 export interface Engine {
   /** Resolves when every worker has loaded the model and passed the golden case; rejects on a fatal start error. */
   readonly started: Promise<void>
   isReady: () => boolean
   provider: () => string
   run: (job: InferenceJob, opts: RunOptions) => Promise<JobOutput>
+  /**
+   * Counts a request as on its way while `prepare` runs (decoding, letterboxing), so that a free
+   * worker may wait for it to share a batch; returns what `prepare` returns.
+   */
+  announce: <T>(prepare: () => Promise<T>) => Promise<T>
   stats: () => EngineStats
-  /** Called with the rows of every session.run (for the batch-size histogram). */
-  onBatch?: (rows: number) => void
-  /** Called with the number of images that went through the backbone in a batch (split graphs). */
-  onEncode?: (images: number) => void
-  /** Requests admitted but not yet handed to run() (decoding, letterboxing): set by the segmenter. */
-  upstream?: () => number
   /** Finish queued and in-flight work, then stop the workers. */
   close: () => Promise<void>
 }
@@ -114,10 +126,9 @@ interface Slot {
   exited: boolean
 }
 
-export function createWorkerPool (opts: PoolOptions): Engine {
-  const { init, logger } = opts
-  const workerUrl = opts.workerUrl ?? defaultWorkerUrl()
-  const restartDelayMs = opts.restartDelayMs ?? 500
+export function createEngine ({ model, settings, hooks = {}, logger, workerUrl = defaultWorkerUrl(), restartDelayMs = 500 }: EngineOptions): Engine {
+  const init: WorkerInit = { ...model, session: section(settings, 'session') }
+  const { workers, maxBatch, maxBatchWaitMs, queueSize } = settings
   const slots: Slot[] = []
   const queue: Pending[] = []
   let nextJobId = 1
@@ -130,12 +141,14 @@ export function createWorkerPool (opts: PoolOptions): Engine {
   let closed = false
   let batchTimer: NodeJS.Timeout | undefined
   let drainWaiters: Array<() => void> = []
+  /** Requests announced and still being prepared. */
+  let announced = 0
 
   let resolveStarted!: () => void
   let rejectStarted!: (err: Error) => void
   const started = new Promise<void>((resolve, reject) => { resolveStarted = resolve; rejectStarted = reject })
   started.catch(() => {}) // observed by the caller; avoid an unhandled rejection here
-  let startingCount = opts.workers
+  let startingCount = workers
 
   function settle (p: Pending, fn: () => void): void {
     if (p.settled) return
@@ -145,7 +158,7 @@ export function createWorkerPool (opts: PoolOptions): Engine {
   }
 
   function spawn (index: number): Slot {
-    const worker = new Worker(workerUrl, { workerData: init, name: `inference-${index}` })
+    const worker = new Worker(workerUrl, { workerData: init, name: `engine-worker-${index}` })
     const slot: Slot = { index, worker, state: 'starting', batchId: 0, inflight: [], provider: 'pending', exited: false }
     slots[index] = slot
     worker.on('message', (msg: FromWorker) => onMessage(slot, msg))
@@ -160,7 +173,7 @@ export function createWorkerPool (opts: PoolOptions): Engine {
         logger[msg.level]({ worker: slot.index, ...msg.data }, msg.msg)
         return
       case 'failed':
-        logger.error({ worker: slot.index, reason: msg.message }, 'inference worker failed to start')
+        logger.error({ worker: slot.index, reason: msg.message }, 'engine worker failed to start')
         if (!startedOk) rejectStarted(new Error(msg.message))
         slot.state = 'dead'
         void slot.worker.terminate()
@@ -170,7 +183,7 @@ export function createWorkerPool (opts: PoolOptions): Engine {
         slot.provider = msg.provider
         provider = msg.provider
         consecutiveFailures = 0
-        logger.info({ worker: slot.index, provider: msg.provider, golden: msg.golden?.maxAbsDiff }, 'inference worker ready')
+        logger.info({ worker: slot.index, provider: msg.provider, golden: msg.golden?.maxAbsDiff }, 'engine worker ready')
         if (!startedOk && --startingCount === 0) {
           startedOk = true
           resolveStarted()
@@ -182,7 +195,7 @@ export function createWorkerPool (opts: PoolOptions): Engine {
         const inflight = slot.inflight
         slot.inflight = []
         slot.state = 'idle'
-        if (msg.encoded !== undefined && msg.encoded > 0) engine.onEncode?.(msg.encoded)
+        if (msg.encoded !== undefined && msg.encoded > 0) hooks.onEncode?.(msg.encoded)
         for (const p of inflight) {
           settle(p, () => {
             if (msg.error !== undefined) {
@@ -219,10 +232,10 @@ export function createWorkerPool (opts: PoolOptions): Engine {
     for (const p of lost) settle(p, () => p.reject(ERR_WORKER_CRASHED()))
     if (closed) return
     if (!startedOk) {
-      if (wasStarting) rejectStarted(new Error(`inference worker ${slot.index} stopped during start-up (${why})`))
+      if (wasStarting) rejectStarted(new Error(`engine worker ${slot.index} stopped during start-up (${why})`))
       return
     }
-    logger.error({ worker: slot.index, reason: why, failedJobs: lost.length }, 'inference worker stopped; replacing it')
+    logger.error({ worker: slot.index, reason: why, failedJobs: lost.length }, 'engine worker stopped; replacing it')
     // Replace it, backing off while replacements keep failing.
     restarts++
     const delay = Math.min(30_000, restartDelayMs * 2 ** consecutiveFailures)
@@ -243,9 +256,9 @@ export function createWorkerPool (opts: PoolOptions): Engine {
       const slot = idle[0]
       if (slot === undefined) return
       const queuedRows = queue.reduce((n, p) => n + p.rows, 0)
-      const waitLeft = queue[0].enqueuedAt + opts.maxBatchWaitMs - performance.now()
-      const company = slots.some((s) => s.state === 'busy') || (engine.upstream?.() ?? 0) > 0
-      if (queuedRows < opts.maxBatch && waitLeft > 0 && idle.length === 1 && company && !closing) {
+      const waitLeft = queue[0].enqueuedAt + maxBatchWaitMs - performance.now()
+      const company = slots.some((s) => s.state === 'busy') || announced > 0
+      if (queuedRows < maxBatch && waitLeft > 0 && idle.length === 1 && company && !closing) {
         batchTimer = setTimeout(pump, waitLeft)
         return
       }
@@ -258,7 +271,7 @@ export function createWorkerPool (opts: PoolOptions): Engine {
     let rows = 0
     while (queue.length > 0) {
       const p = queue[0]
-      if (batch.length > 0 && rows + p.rows > opts.maxBatch) break
+      if (batch.length > 0 && rows + p.rows > maxBatch) break
       queue.shift()
       batch.push(p)
       rows += p.rows
@@ -276,7 +289,7 @@ export function createWorkerPool (opts: PoolOptions): Engine {
       if (img !== undefined && img.buffer instanceof ArrayBuffer && img.byteOffset === 0 && img.byteLength === img.buffer.byteLength && !transfer.includes(img.buffer)) transfer.push(img.buffer)
     }
     slot.worker.postMessage(msg, transfer)
-    if (rows > 0) engine.onBatch?.(rows)
+    if (rows > 0) hooks.onBatch?.(rows)
   }
 
   function checkDrained (): void {
@@ -287,10 +300,52 @@ export function createWorkerPool (opts: PoolOptions): Engine {
     }
   }
 
-  function run (job: InferenceJob, ro: RunOptions): Promise<JobOutput> {
+  /** Workers free to take a job right now (none while jobs queue). */
+  function idleWorkers (): number {
+    return queue.length > 0 ? 0 : slots.filter((s) => s.state === 'idle').length
+  }
+
+  async function run (job: InferenceJob, ro: RunOptions): Promise<JobOutput> {
+    const spread = init.split !== undefined && job.tokens.length > 1 && idleWorkers() > 1
+    return spread ? await runSpread(job, ro) : await submit(job, ro)
+  }
+
+  /**
+   * K > 1 rows while several workers idle: the backbone once (a job of no rows that returns the
+   * features, unless the job carries them), then the K head rows in chunks over the idle workers.
+   * Under load nothing idles and the request goes as one job (one backbone pass, one head pass
+   * over K rows).
+   */
+  async function runSpread (job: InferenceJob, ro: RunOptions): Promise<JobOutput> {
+    const { tokens, key, geometry, threshold } = job
+    let features = job.features
+    let first: JobOutput | undefined
+    if (features === undefined) {
+      first = await submit({ ...job, tokens: [], wantFeatures: true }, ro)
+      features = first.features
+      if (features === undefined) return await submit(job, ro)
+    }
+    const n = Math.max(1, Math.min(tokens.length, idleWorkers()))
+    const size = Math.ceil(tokens.length / n)
+    const chunks: number[][][] = []
+    for (let i = 0; i < tokens.length; i += size) chunks.push(tokens.slice(i, i + size))
+    const outs = await Promise.all(chunks.map((c) => submit({ features, key, geometry, threshold, tokens: c }, ro)))
+    const max = (f: (o: JobOutput) => number): number => Math.max(...outs.map(f))
+    return {
+      rows: outs.flatMap((o) => o.rows),
+      queueMs: (first?.queueMs ?? 0) + max((o) => o.queueMs),
+      inferenceMs: (first?.inferenceMs ?? 0) + max((o) => o.inferenceMs),
+      postprocessMs: max((o) => o.postprocessMs),
+      batchSize: max((o) => o.batchSize),
+      features: first?.features,
+    }
+  }
+
+  /** Queue one job (one image, its rows) for the next free worker. */
+  function submit (job: InferenceJob, ro: RunOptions): Promise<JobOutput> {
     if (closing) return Promise.reject(ERR_SHUTTING_DOWN())
     if (!startedOk || liveSlots().length === 0) return Promise.reject(ERR_NOT_READY())
-    if (ro.signal?.aborted === true) return Promise.reject(abortError())
+    if (ro.signal?.aborted === true) return Promise.reject(ERR_CLIENT_CLOSED())
     const timeLeft = ro.deadline - Date.now()
     return new Promise<JobOutput>((resolve, reject) => {
       const p: Pending = {
@@ -312,7 +367,7 @@ export function createWorkerPool (opts: PoolOptions): Engine {
       }
       const onAbort = (): void => {
         removeQueued(p)
-        settle(p, () => p.reject(abortError()))
+        settle(p, () => p.reject(ERR_CLIENT_CLOSED()))
         checkDrained()
       }
       const timer = setTimeout(onDeadline, Math.max(0, timeLeft))
@@ -323,7 +378,7 @@ export function createWorkerPool (opts: PoolOptions): Engine {
       }
       queue.push(p)
       pump()
-      if (queue.includes(p) && queue.length > opts.queueSize) {
+      if (queue.includes(p) && queue.length > queueSize) {
         removeQueued(p)
         settle(p, () => p.reject(ERR_QUEUE_FULL(queue.length)))
       }
@@ -347,14 +402,24 @@ export function createWorkerPool (opts: PoolOptions): Engine {
     await Promise.all(slots.map(async (s) => { s.state = 'dead'; await s.worker.terminate() }))
   }
 
+  async function announce<T> (prepare: () => Promise<T>): Promise<T> {
+    announced++
+    try {
+      return await prepare()
+    } finally {
+      announced--
+    }
+  }
+
   const engine: Engine = {
     started,
     isReady: () => startedOk && !closing && liveSlots().length > 0,
     provider: () => provider,
     run,
+    announce,
     stats: () => ({
       provider,
-      workers: opts.workers,
+      workers,
       liveWorkers: liveSlots().length,
       busyWorkers: slots.filter((s) => s.state === 'busy').length,
       queueDepth: queue.length,
@@ -363,13 +428,8 @@ export function createWorkerPool (opts: PoolOptions): Engine {
     close,
   }
 
-  for (let i = 0; i < opts.workers; i++) spawn(i)
+  for (let i = 0; i < workers; i++) spawn(i)
   return engine
-}
-
-/** The error a job gets when its client went away (nobody reads it). */
-export function abortError (): SegError {
-  return new SegError('SEG_ERR_CLIENT_CLOSED', 499, 'The client closed the connection')
 }
 
 /** worker.js next to this file (worker.ts when running from sources under a TypeScript loader). */

@@ -1,5 +1,5 @@
 /**
- * Inference worker thread: one ONNX Runtime session per worker, so the blocking session.run
+ * An engine worker thread: one ONNX Runtime session per worker, so the blocking session.run
  * never runs on the event loop. The loop itself is in worker-core.ts.
  *
  * With the split graphs (init.split) the worker loads image_encoder.onnx and head.onnx instead of
@@ -10,7 +10,7 @@
  */
 import os from 'node:os'
 import * as ort from 'onnxruntime-node'
-import type { WorkerInit } from './protocol.js'
+import { GRAPH_INPUTS, GRAPH_OUTPUTS, type WorkerInit } from './protocol.js'
 import { type Backend, type BackendFactory, type Outputs, serveWorker } from './worker-core.js'
 
 /**
@@ -25,14 +25,15 @@ const createOrtBackend: BackendFactory = async (init: WorkerInit, log) => {
   try {
     os.setPriority(Math.min(19, os.getPriority() + INFERENCE_NICENESS))
   } catch {}
+  const { session } = init
   const options = (providers: string[]): ort.InferenceSession.SessionOptions => ({
     executionProviders: providers,
-    intraOpNumThreads: init.threads,
+    intraOpNumThreads: session.threadsPerWorker,
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
-    ...(init.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
+    ...(session.intraOpSpinning ? {} : { extra: { session: { intra_op: { allow_spinning: '0' } } } }),
   })
-  const gpu = init.executionProviders.filter((p) => p !== 'cpu')
+  const gpu = session.executionProviders.filter((p) => p !== 'cpu')
   const files = init.split !== undefined ? [init.split.encoderFile, init.split.headFile] : [init.modelFile]
   const open = async (providers: string[]): Promise<ort.InferenceSession[]> => {
     const sessions: ort.InferenceSession[] = []
@@ -47,35 +48,31 @@ const createOrtBackend: BackendFactory = async (init: WorkerInit, log) => {
       provider = gpu[0]
     } catch (err) {
       const reason = (err as Error).message.split('\n')[0]
-      if (init.requireGpu) throw new Error(`execution provider ${gpu.join(',')} could not be loaded and REQUIRE_GPU is set: ${reason}`)
-      if (!init.executionProviders.includes('cpu')) throw new Error(`execution provider ${gpu.join(',')} could not be loaded and cpu is not in EXECUTION_PROVIDERS: ${reason}`)
+      if (session.requireGpu) throw new Error(`execution provider ${gpu.join(',')} could not be loaded and REQUIRE_GPU is set: ${reason}`)
+      if (!session.executionProviders.includes('cpu')) throw new Error(`execution provider ${gpu.join(',')} could not be loaded and cpu is not in EXECUTION_PROVIDERS: ${reason}`)
       log('warn', 'GPU execution provider unavailable; running on CPU', { requested: gpu, reason })
     }
   }
   sessions ??= await open(['cpu'])
   const { size, maxWords } = init
-  const OUTPUTS = ['mask_logits', 'query_confidence', 'word_attention'] as const
   const expect = (s: ort.InferenceSession, file: string, inputs: readonly string[], outputs: readonly string[]): void => {
     const name = file.split('/').pop()
     for (const n of inputs) if (!s.inputNames.includes(n)) throw new Error(`${name} has inputs ${s.inputNames.join(', ')}; expected ${inputs.join(', ')}`)
     for (const n of outputs) if (!s.outputNames.includes(n)) throw new Error(`${name} has outputs ${s.outputNames.join(', ')}; expected ${outputs.join(', ')}`)
   }
-  const outputs = (result: ort.InferenceSession.ReturnType): Outputs => ({
-    mask_logits: result.mask_logits.data as Float32Array,
-    query_confidence: result.query_confidence.data as Float32Array,
-    word_attention: result.word_attention.data as Float32Array,
-  })
+  const outputs = (result: ort.InferenceSession.ReturnType): Outputs =>
+    Object.fromEntries(GRAPH_OUTPUTS.map((n) => [n, result[n].data as Float32Array])) as Outputs
 
   if (init.split === undefined) {
     const s = sessions[0]
-    expect(s, init.modelFile, init.inputNames, init.outputNames)
+    expect(s, init.modelFile, GRAPH_INPUTS, GRAPH_OUTPUTS)
     return {
       provider,
       async run (feeds) {
         return outputs(await s.run({
           image: new ort.Tensor('float32', feeds.image, [feeds.batch, 3, size, size]),
           tokens: new ort.Tensor('int64', feeds.tokens, [feeds.batch, maxWords]),
-        }, [...OUTPUTS]))
+        }, [...GRAPH_OUTPUTS]))
       },
     }
   }
@@ -83,7 +80,7 @@ const createOrtBackend: BackendFactory = async (init: WorkerInit, log) => {
   const [enc, head] = sessions
   const names = init.split.featureNames
   expect(enc, init.split.encoderFile, ['image'], names)
-  expect(head, init.split.headFile, [...names, 'tokens'], OUTPUTS)
+  expect(head, init.split.headFile, [...names, 'tokens'], GRAPH_OUTPUTS)
   const backend: Backend = {
     provider,
     async encode (image, batch) {
@@ -93,7 +90,7 @@ const createOrtBackend: BackendFactory = async (init: WorkerInit, log) => {
     async head (features, tokens) {
       const feeds: Record<string, ort.Tensor> = { tokens: new ort.Tensor('int64', tokens, [features.batch, maxWords]) }
       names.forEach((n, i) => { feeds[n] = new ort.Tensor('float32', features.maps[i], [features.batch, ...features.shapes[i]]) })
-      return outputs(await head.run(feeds, [...OUTPUTS]))
+      return outputs(await head.run(feeds, [...GRAPH_OUTPUTS]))
     },
   }
   return backend
