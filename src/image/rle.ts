@@ -29,10 +29,15 @@ export function rleCounts (mask: Uint8Array, width: number, height: number, box?
   const counts: number[] = []
   let on = false
   let run = 0
+  const off = (n: number): void => {
+    if (n === 0) return
+    if (on) { counts.push(run); on = false; run = 0 }
+    run += n
+  }
   // Everything left of the box is off, and so is every column's part above and below it.
-  run += bx * height
+  off(bx * height)
   for (let x = bx; x < bx + bw; x++) {
-    run += by
+    off(by)
     for (let y = by, i = by * width + x; y < by + bh; y++, i += width) {
       if ((mask[i] !== 0) !== on) {
         counts.push(run)
@@ -41,9 +46,9 @@ export function rleCounts (mask: Uint8Array, width: number, height: number, box?
       }
       run++
     }
-    run += height - by - bh
+    off(height - by - bh)
   }
-  run += (width - bx - bw) * height
+  off((width - bx - bw) * height)
   counts.push(run)
   return counts
 }
