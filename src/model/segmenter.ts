@@ -44,6 +44,8 @@ export interface ExpressionResult {
   tokens: Token[]
   /** 8-bit greyscale PNG, 255 on the object, at the image's size after EXIF rotation. */
   png: Buffer
+  /** The same mask, 0 / 255 per pixel, row-major (the engine's buffer, not a copy): the other encodings read it. */
+  mask: Uint8Array
   score: number
   bbox: [number, number, number, number] | null
   area: number
@@ -245,6 +247,7 @@ export function createSegmenter ({ manifest, vocab, engine, maxPixels, featureCa
         expression: req.expressions[k],
         tokens: tokenized[k].tokens,
         png,
+        mask: row.mask,
         score: row.score,
         bbox: row.bbox,
         area: row.area,
