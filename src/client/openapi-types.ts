@@ -123,7 +123,10 @@ export interface components {
              *     A form has at most MAX_FORM_FIELDS text fields (default 16) and MAX_FORM_PARTS parts
              *     (default 20).
              */
-            expression: string | string[];
+            expression: string | [
+                string,
+                ...string[]
+            ];
             /** @description Mask threshold on the probability, 0–1. Default from the model (`output.threshold` in model.json). */
             threshold?: string;
             format?: components["schemas"]["MaskFormat"];
@@ -144,7 +147,10 @@ export interface components {
          */
         CocoRle: {
             /** @description [height, width] of the mask. */
-            size: number[];
+            size: [
+                number,
+                number
+            ];
             /** @description Compressed runs (pycocotools rleToString). */
             counts: string;
         };
@@ -158,8 +164,24 @@ export interface components {
          *     the pixel boundary stays within 0.5 px of it.
          */
         PolygonPart: {
-            outer: number[];
-            holes: number[][];
+            outer: [
+                number,
+                number,
+                number,
+                number,
+                number,
+                number,
+                ...number[]
+            ];
+            holes: [
+                number,
+                number,
+                number,
+                number,
+                number,
+                number,
+                ...number[]
+            ][];
         };
         SegmentResponse: {
             model: {
@@ -175,7 +197,10 @@ export interface components {
             };
             format: components["schemas"]["MaskFormat"];
             /** @description One per expression, in request order. */
-            results: components["schemas"]["ExpressionResult"][];
+            results: [
+                components["schemas"]["ExpressionResult"],
+                ...components["schemas"]["ExpressionResult"][]
+            ];
             timings_ms: {
                 decode: number;
                 preprocess: number;
@@ -209,7 +234,12 @@ export interface components {
             /** @description Mean probability inside the mask (0 when empty). */
             score: number;
             /** @description [x, y, width, height] of the mask in pixels (see bbox_format), or null when the mask is empty. */
-            bbox: number[] | null;
+            bbox: [
+                number,
+                number,
+                number,
+                number
+            ] | null;
             /**
              * @description The layout of `bbox`: left, top, width, height (COCO's).
              * @constant
