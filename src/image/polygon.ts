@@ -76,31 +76,48 @@ export function maskToPolygons (mask: Uint8Array, width: number, height: number,
  * two pixels that are on meet only at a corner, the walk turns right, keeping them apart.
  */
 function traceRings (mask: Uint8Array, width: number, height: number, [bx, by, bw, bh]: [number, number, number, number]): Ring[] {
-  const on = (x: number, y: number): boolean => x >= 0 && y >= 0 && x < width && y < height && mask[y * width + x] !== 0
   const W1 = width + 1
-  // Boundary edges: start vertex (y · (width + 1) + x) and direction. A vertex has one outgoing
-  // edge, or two where diagonal pixels meet (first in `out`, second in `out2`).
+  if ((height + 1) * W1 > 2 ** 31 - 1) throw new RangeError(`a ${width} × ${height} mask is too large for polygon tracing`)
+  // Boundary edges: start vertex (y · (width + 1) + x) and direction, pixels that are on to the
+  // right. Found by comparing each pixel of the box (and the row and column after it) with the
+  // pixel above and the pixel to the left; outside the box every pixel is off.
   const startV: number[] = []
   const dir: number[] = []
-  const out = new Map<number, number>()
-  const out2 = new Map<number, number>()
-  const add = (vx: number, vy: number, d: number): void => {
-    const v = vy * W1 + vx
-    const e = startV.length
-    startV.push(v)
-    dir.push(d)
-    if (out.has(v)) out2.set(v, e)
-    else out.set(v, e)
-  }
-  for (let y = by; y < by + bh; y++) {
+  const x1 = bx + bw
+  const y1 = by + bh
+  for (let y = by; y <= y1; y++) {
     const row = y * width
-    for (let x = bx; x < bx + bw; x++) {
-      if (mask[row + x] === 0) continue
-      if (!on(x, y - 1)) add(x, y, 0)
-      if (!on(x + 1, y)) add(x + 1, y, 1)
-      if (!on(x, y + 1)) add(x + 1, y + 1, 2)
-      if (!on(x - 1, y)) add(x, y + 1, 3)
+    for (let x = bx; x <= x1; x++) {
+      const cur = y < y1 && x < x1 && mask[row + x] !== 0
+      if (x < x1) {
+        const up = y > by && mask[row - width + x] !== 0
+        if (cur && !up) { startV.push(y * W1 + x); dir.push(0) } // top of (x, y), eastwards
+        else if (!cur && up) { startV.push(y * W1 + x + 1); dir.push(2) } // bottom of (x, y − 1), westwards
+      }
+      if (y < y1) {
+        const left = x > bx && mask[row + x - 1] !== 0
+        if (cur && !left) { startV.push((y + 1) * W1 + x); dir.push(3) } // left of (x, y), northwards
+        else if (!cur && left) { startV.push(y * W1 + x); dir.push(1) } // right of (x − 1, y), southwards
+      }
     }
+  }
+  // Outgoing edges by vertex: an open-addressing table (typed arrays, no Map). A vertex has one
+  // outgoing edge, or two where diagonal pixels meet (the second in `second`).
+  const E = startV.length
+  let bits = 4
+  while ((1 << bits) < 2 * E) bits++
+  const size = 1 << bits
+  const keys = new Int32Array(size).fill(-1)
+  const first = new Int32Array(size)
+  const second = new Int32Array(size).fill(-1)
+  const slot = (v: number): number => {
+    let h = Math.imul(v, 0x9E3779B1) >>> (32 - bits)
+    while (keys[h] !== -1 && keys[h] !== v) h = (h + 1) & (size - 1)
+    return h
+  }
+  for (let e = 0; e < E; e++) {
+    const h = slot(startV[e])
+    if (keys[h] === -1) { keys[h] = startV[e]; first[h] = e } else second[h] = e
   }
 
   const used = new Uint8Array(startV.length)
@@ -120,10 +137,11 @@ function traceRings (mask: Uint8Array, width: number, height: number, [bx, by, b
       const vx = v % W1
       const vy = (v - vx) / W1
       const next = v + DX[d] + DY[d] * W1
-      const a = out.get(next)!
-      const b = out2.get(next)
+      const h = slot(next)
+      const a = first[h]
+      const b = second[h]
       // At a corner where diagonal pixels meet, take the right turn (stay with this pixel).
-      const n = b === undefined ? a : dir[a] === (d + 1) % 4 ? a : b
+      const n = b === -1 ? a : dir[a] === (d + 1) % 4 ? a : b
       // Keep only corners: the vertex where this edge ends is one when the direction changes there.
       if (dir[n] !== d) {
         const nx = vx + DX[d]

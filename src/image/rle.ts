@@ -20,8 +20,7 @@ export type Box = [number, number, number, number] | null
 
 /**
  * The uncompressed runs, column-major. `box`, when given, must hold every pixel that is on (the
- * segmenter's bbox): only the columns and rows inside it are read, so the mask is read once at
- * most and never copied.
+ * segmenter's bbox): only the pixels inside it are read, once, and the mask is never copied.
  */
 export function rleCounts (mask: Uint8Array, width: number, height: number, box?: Box): number[] {
   if (mask.length !== width * height) throw new RangeError(`mask has ${mask.length} bytes, expected ${width} × ${height}`)
@@ -29,26 +28,44 @@ export function rleCounts (mask: Uint8Array, width: number, height: number, box?
   const counts: number[] = []
   let on = false
   let run = 0
-  const off = (n: number): void => {
+  /** Appends n pixels of one value, merging with the run in progress. */
+  const emit = (value: boolean, n: number): void => {
     if (n === 0) return
-    if (on) { counts.push(run); on = false; run = 0 }
+    if (value !== on) { counts.push(run); on = value; run = 0 }
     run += n
   }
   // Everything left of the box is off, and so is every column's part above and below it.
-  off(bx * height)
-  for (let x = bx; x < bx + bw; x++) {
-    off(by)
-    for (let y = by, i = by * width + x; y < by + bh; y++, i += width) {
-      if ((mask[i] !== 0) !== on) {
-        counts.push(run)
-        on = !on
-        run = 0
+  emit(false, bx * height)
+  // Columns are read BLOCK at a time, row by row, so the mask is read in contiguous slices
+  // (walking one column down the rows would touch a new cache line per pixel); each column
+  // keeps the rows where it changes value.
+  const BLOCK = 64
+  const state = new Uint8Array(BLOCK)
+  const changes: number[][] = Array.from({ length: BLOCK }, () => [])
+  for (let x0 = bx; x0 < bx + bw; x0 += BLOCK) {
+    const n = Math.min(BLOCK, bx + bw - x0)
+    state.fill(0)
+    for (let j = 0; j < n; j++) changes[j].length = 0
+    for (let y = by; y < by + bh; y++) {
+      const row = y * width + x0
+      for (let j = 0; j < n; j++) {
+        const v = mask[row + j] !== 0 ? 1 : 0
+        if (v !== state[j]) { state[j] = v; changes[j].push(y) }
       }
-      run++
     }
-    off(height - by - bh)
+    for (let j = 0; j < n; j++) {
+      const c = changes[j]
+      if (state[j] === 1) c.push(by + bh)
+      let y = 0
+      for (let k = 0; k < c.length; k += 2) {
+        emit(false, c[k] - y)
+        emit(true, c[k + 1] - c[k])
+        y = c[k + 1]
+      }
+      emit(false, height - y)
+    }
   }
-  off((width - bx - bw) * height)
+  emit(false, (width - bx - bw) * height)
   counts.push(run)
   return counts
 }
