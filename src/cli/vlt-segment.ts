@@ -136,7 +136,7 @@ async function inProcess (args: Args, log: (s: string) => void): Promise<{ fetch
     WORKERS: process.env.WORKERS ?? '1',
     FEATURE_CACHE_MB: process.env.FEATURE_CACHE_MB ?? '0',
     API_KEYS: '',
-    REQUEST_TIMEOUT_MS: process.env.REQUEST_TIMEOUT_MS ?? String(Math.round(args.timeoutMs)),
+    REQUEST_TIMEOUT_MS: process.env.REQUEST_TIMEOUT_MS ?? String(Math.min(600_000, Math.round(args.timeoutMs))),
   }
   let app: FastifyInstance
   try {

@@ -14,6 +14,9 @@ import { decodeCocoRle } from '../../src/image/rle.js'
 import { readMask, testConfig } from '../helper.js'
 import { iou, rasterise } from '../image/rasterise.js'
 
+// One service, two clients, a Python process: slow on a busy two-core machine.
+t.setTimeout(300_000)
+
 const root = path.resolve(new URL('../..', import.meta.url).pathname)
 const MODEL_DIR = path.join(root, 'models/vlt-refshapes')
 const VAL_DIR = path.resolve(root, '../shared/refshapes/val')
@@ -52,7 +55,7 @@ if (!existsSync(path.join(MODEL_DIR, 'model.onnx')) || !existsSync(path.join(VAL
     // Async, so the service in this process keeps answering.
     const child = spawn('python3', ['-m', 'pytest', '-q', '-rA', '-p', 'no:cacheprovider', 'clients/python/tests'], {
       cwd: root,
-      env: { ...process.env, VLT_URL: url, VLT_VAL_DIR: VAL_DIR, VLT_REQUIRE_LIVE: '1' },
+      env: { ...process.env, VLT_URL: url, VLT_VAL_DIR: VAL_DIR, VLT_REQUIRE_LIVE: '1', VLT_LIVE_CASES: '4' },
     })
     let out = ''
     child.stdout.on('data', (d: Buffer) => { out += d.toString() })
