@@ -82,7 +82,11 @@ class Client:
         """The service's JSON answer, as sent (masks still encoded)."""
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
-        data = image if isinstance(image, (bytes, bytearray)) else open(image, "rb").read()
+        if isinstance(image, (bytes, bytearray)):
+            data = image
+        else:
+            with open(image, "rb") as f:
+                data = f.read()
         exprs = [expressions] if isinstance(expressions, str) else list(expressions)
         fields = [("expression", e) for e in exprs] + [("format", format)]
         if threshold is not None:
