@@ -58,6 +58,7 @@ def test_503_is_retried_after_retry_after():
         results = Client(url, api_key="k", on_retry=lambda *a: seen.append(a)).segment(b"img", "x", format="coco_rle")
     finally:
         server.shutdown()
+        server.server_close()
     assert len(calls) == 3 and calls[0] == "Bearer k"
     assert seen == [(1, 503, "SEG_ERR_QUEUE_FULL", 0), (2, 503, "SEG_ERR_QUEUE_FULL", 0)]
     assert results[0].mask.tolist() == [[False, True]] and results[0].bbox_format == "xywh"
@@ -70,6 +71,7 @@ def test_gives_up_after_the_retries():
             Client(url, retries=2).segment(b"img", "x")
     finally:
         server.shutdown()
+        server.server_close()
     assert (e.value.code, e.value.status, e.value.retry_after, len(calls)) == ("SEG_ERR_QUEUE_FULL", 503, 0, 3)
 
 
@@ -80,6 +82,7 @@ def test_other_errors_are_not_retried():
             Client(url).segment(b"img", "x")
     finally:
         server.shutdown()
+        server.server_close()
     assert (e.value.code, e.value.status, len(calls)) == ("SEG_ERR_NOT_AN_IMAGE", 415, 1)
 
 
@@ -90,6 +93,7 @@ def test_timeout():
             Client(url, timeout=0.2, retries=0).segment(b"img", "x")
     finally:
         server.shutdown()
+        server.server_close()
     assert e.value.code == "CLIENT_TIMEOUT"
 
 

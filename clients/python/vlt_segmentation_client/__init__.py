@@ -235,3 +235,5 @@ def _error_of(e: urllib.error.HTTPError) -> SegmentationError:
         return SegmentationError(err["code"], e.code, err["message"], retry_after, err.get("details"))
     except Exception:
         return SegmentationError(f"HTTP_{e.code}", e.code, str(e.reason), retry_after)
+    finally:
+        e.close()  # the error holds the connection
