@@ -1,7 +1,7 @@
 /**
  * Reads the POST /segment multipart form: `image` (one file), `expression` (repeatable text),
- * `threshold` (optional number) and `format` (optional mask encoding). Rejects early with coded errors; never buffers more than
- * the configured limits.
+ * `threshold` (optional number) and `format` (optional mask encoding). Rejects early with coded
+ * errors; never buffers more than the configured limits.
  */
 import type { FastifyRequest } from 'fastify'
 import { isMaskFormat, MASK_FORMATS, type MaskFormat } from '../image/mask-formats.js'

@@ -51,7 +51,7 @@ export default async function segmentRoutes (app: FastifyInstance): Promise<void
     const result = await segment({ image: form.image, expressions: form.expressions, threshold: form.threshold, deadline, timeoutMs: config.requestTimeoutMs, signal: disconnectSignal(request, reply) })
     metrics.observeStages(result.timings)
     request.log.info({
-      width: result.image.width, height: result.image.height, format: result.image.format, expressions: form.expressions.length,
+      width: result.image.width, height: result.image.height, format: result.image.format, maskFormat: rep === 'png' ? 'png (raw)' : format, expressions: form.expressions.length,
       batchSize: result.batchSize, timings: result.timings, ...(config.logExpressions ? { segment: { expressions: form.expressions } } : {}),
     }, 'segmentation done')
 
