@@ -30,6 +30,7 @@ export const segmentResponse = {
       required: ['width', 'height'],
       properties: { width: { type: 'integer' }, height: { type: 'integer' } },
     },
+    format: { type: 'string' },
     results: {
       type: 'array',
       items: {
@@ -45,9 +46,32 @@ export const segmentResponse = {
               properties: { text: { type: 'string' }, id: { type: 'integer' }, known: { type: 'boolean' } },
             },
           },
-          mask: { type: 'object', required: ['png'], properties: { png: { type: 'string' } } },
+          // Exactly one of png, coco_rle, polygon (the request's format); openapi.yaml states the oneOf.
+          mask: {
+            type: 'object',
+            properties: {
+              png: { type: 'string' },
+              coco_rle: {
+                type: 'object',
+                required: ['size', 'counts'],
+                properties: { size: { type: 'array', items: { type: 'integer' } }, counts: { type: 'string' } },
+              },
+              polygon: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  required: ['outer', 'holes'],
+                  properties: {
+                    outer: { type: 'array', items: { type: 'integer' } },
+                    holes: { type: 'array', items: { type: 'array', items: { type: 'integer' } } },
+                  },
+                },
+              },
+            },
+          },
           score: { type: 'number' },
           bbox: { anyOf: [{ type: 'array', items: { type: 'integer' }, minItems: 4, maxItems: 4 }, { type: 'null' }] },
+          bbox_format: { type: 'string' },
           area: { type: 'integer' },
           queries: {
             type: 'array',

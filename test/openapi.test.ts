@@ -36,6 +36,12 @@ t.test('POST /segment responses conform, for every status code', async (t) => {
     ['JSON, two expressions + threshold', { image: img, expression: ['the white square', 'left one'], threshold: '0.5' }, {}, 200, true],
     ['empty mask', { image: img, expression: 'the square', threshold: '1' }, {}, 200, true],
     ['PNG', { image: img, expression: 'the white square' }, { accept: 'image/png' }, 200, true],
+    ['COCO RLE', { image: img, expression: ['the white square', 'left one'], extra: [['format', 'coco_rle']] }, {}, 200, true],
+    ['polygons', { image: img, expression: 'the white square', extra: [['format', 'polygon']] }, {}, 200, true],
+    ['polygons of an empty mask', { image: img, expression: 'the square', threshold: '1', extra: [['format', 'polygon']] }, {}, 200, true],
+    ['format png, Accept: image/png', { image: img, expression: 'the white square', extra: [['format', 'png']] }, { accept: 'image/png' }, 200, true],
+    ['unknown format', { image: img, expression: 'the', extra: [['format', 'svg']] }, {}, 400, false],
+    ['406: polygons for Accept: image/png', { image: img, expression: 'the', extra: [['format', 'polygon']] }, { accept: 'image/png' }, 406, true],
     ['missing image', { expression: 'the' }, {}, 400, false],
     ['missing expression', { image: img }, {}, 400, false],
     ['unknown field', { image: img, expression: 'the', extra: [['colour', 'red']] }, {}, 400, false],
@@ -85,4 +91,12 @@ t.test('the validator catches drift', async (t) => {
   t.not(checkResponse('POST', '/segment', fake(400, { error: { code: 'SEG_ERR_NEW', message: 'x' } })).length, 0, 'unknown error code')
   t.not(checkResponse('GET', '/healthz', fake(200, { status: 'ok' })).length, 0, 'missing field')
   t.not(checkResponse('POST', '/segment', fake(503, { error: { code: 'SEG_ERR_QUEUE_FULL', message: 'x' } })).length, 0, 'missing Retry-After')
+  const real = (await build(t)).inject({ method: 'POST', url: '/segment', payload: form({ image: img, expression: 'the white square', extra: [['format', 'coco_rle']] }) })
+  const body = (await real).json()
+  t.strictSame(checkResponse('POST', '/segment', fake(200, body, { 'x-model': 'm@1' })), [], 'the real body conforms')
+  const edited = (edit: (r: any) => void) => { const b = structuredClone(body); edit(b.results[0]); return fake(200, b, { 'x-model': 'm@1' }) }
+  t.not(checkResponse('POST', '/segment', edited((r) => { r.mask.png = 'AAAA' })).length, 0, 'two encodings in one mask')
+  t.not(checkResponse('POST', '/segment', edited((r) => { r.mask.coco_rle.size = [30] })).length, 0, 'RLE size not [h, w]')
+  t.not(checkResponse('POST', '/segment', edited((r) => { r.mask = { polygon: [{ outer: [0, 0, 1, 0] }] } })).length, 0, 'a polygon part without holes, too few points')
+  t.not(checkResponse('POST', '/segment', edited((r) => { r.bbox_format = 'xyxy' })).length, 0, 'another bbox format')
 })

@@ -1,9 +1,10 @@
 /**
- * Reads the POST /segment multipart form: `image` (one file), `expression` (repeatable text)
- * and `threshold` (optional number). Rejects early with coded errors; never buffers more than
- * the configured limits.
+ * Reads the POST /segment multipart form: `image` (one file), `expression` (repeatable text),
+ * `threshold` (optional number) and `format` (optional mask encoding). Rejects early with coded
+ * errors; never buffers more than the configured limits.
  */
 import type { FastifyRequest } from 'fastify'
+import { isMaskFormat, MASK_FORMATS, type MaskFormat } from '../image/mask-formats.js'
 import {
   ERR_EXPRESSION_TOO_LONG, ERR_INVALID_FIELD, ERR_MISSING_FIELD, ERR_MULTIPART, ERR_THRESHOLD, ERR_TOO_MANY_EXPRESSIONS, ERR_TOO_MANY_FILES, expected, SegError,
 } from '../errors.js'
@@ -14,6 +15,8 @@ export interface SegmentForm {
   filename?: string
   expressions: string[]
   threshold?: number
+  /** How JSON results carry the mask; absent: png. */
+  format?: MaskFormat
 }
 
 export interface FormLimits {
@@ -27,6 +30,7 @@ export async function readSegmentForm (request: FastifyRequest, limits: FormLimi
   const expressions: string[] = []
   let threshold: number | undefined
   let sawThreshold = false
+  let format: MaskFormat | undefined
 
   try {
     for await (const part of request.parts()) {
@@ -54,10 +58,15 @@ export async function readSegmentForm (request: FastifyRequest, limits: FormLimi
           sawThreshold = true
           threshold = parseThreshold(value)
           break
+        case 'format':
+          if (format !== undefined) throw ERR_INVALID_FIELD('Expected one value for format but received several')
+          if (!isMaskFormat(value.trim())) throw ERR_INVALID_FIELD(expected(`one of ${MASK_FORMATS.join(', ')}`, 'format', value))
+          format = value.trim() as MaskFormat
+          break
         case 'image':
           throw ERR_INVALID_FIELD(expected('a file', 'image', 'a text field'))
         default:
-          throw ERR_INVALID_FIELD(expected('one of image, expression, threshold', 'a form field', part.fieldname))
+          throw ERR_INVALID_FIELD(expected('one of image, expression, threshold, format', 'a form field', part.fieldname))
       }
     }
   } catch (err) {
@@ -68,7 +77,7 @@ export async function readSegmentForm (request: FastifyRequest, limits: FormLimi
   if (image === undefined) throw ERR_MISSING_FIELD(expected('an image file', 'image', undefined))
   if (image.length === 0) throw ERR_INVALID_FIELD(expected('a non-empty file', 'image', 'an empty file'))
   if (expressions.length === 0) throw ERR_MISSING_FIELD(expected('at least one text field', 'expression', undefined))
-  return { image, filename, expressions, threshold }
+  return { image, filename, expressions, threshold, format }
 }
 
 function checkExpression (value: string, count: number, limits: FormLimits): string {

@@ -46,6 +46,8 @@ export interface ExpressionResult {
   tokens: Token[]
   /** 8-bit greyscale PNG, 255 on the object, at the image's size after EXIF rotation. */
   png: Buffer
+  /** The same mask, 0 / 255 per pixel, row-major (the engine's buffer, not a copy): the other encodings read it. */
+  mask: Uint8Array
   score: number
   bbox: [number, number, number, number] | null
   area: number
@@ -180,7 +182,7 @@ export function createSegmenter ({ manifest, vocab, engine, maxImagePixels, cach
       attention: Array.from(row.attention.subarray(q * L, q * L + n)),
     }))
     const png = await encodeMaskPng(row.mask, geometry.width, geometry.height)
-    return { expression, tokens: tokenized.tokens, png, score: row.score, bbox: row.bbox, area: row.area, queries }
+    return { expression, tokens: tokenized.tokens, png, mask: row.mask, score: row.score, bbox: row.bbox, area: row.area, queries }
   }
 
   return {

@@ -1,11 +1,13 @@
 /**
- * POST /segment — multipart `image` + one or more `expression` (+ optional `threshold`).
- * JSON by default; `Accept: image/png` returns the single mask as a PNG.
+ * POST /segment — multipart `image` + one or more `expression` (+ optional `threshold`, `format`).
+ * JSON by default, each mask in `format` (png, coco_rle or polygon; src/image/mask-formats.ts);
+ * `Accept: image/png` returns the single mask as a PNG.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ERR_NOT_ACCEPTABLE, ERR_NOT_READY, ERR_QUEUE_FULL, ERR_SHUTTING_DOWN, ERR_UNSUPPORTED_MEDIA_TYPE, expected, SegError } from '../errors.js'
 import { readSegmentForm } from '../http/form.js'
 import { acceptable, mediaType } from '../http/negotiate.js'
+import { encodeMask, type MaskFormat } from '../image/mask-formats.js'
 import { retryAfterSeconds, throughputMeter } from '../http/retry-after.js'
 import type { SegmentRequest, SegmentResult, Segmenter } from '../model/segmenter.js'
 import { errorBody, segmentResponse } from '../schemas.js'
@@ -37,20 +39,25 @@ export default async function segmentRoutes (app: FastifyInstance): Promise<void
     schema: { response: { 200: segmentResponse, '4xx': errorBody, '5xx': errorBody } },
   }, async (request, reply) => {
     const form = await readSegmentForm(request, config)
-    const rep = acceptable(request.headers.accept).find((r) => r === 'json' || form.expressions.length === 1)
-    if (rep === undefined) throw ERR_NOT_ACCEPTABLE(`Expected one expression for Accept: image/png but received ${form.expressions.length}; ask for application/json`)
+    const format = form.format ?? 'png'
+    const rep = acceptable(request.headers.accept).find((r) => r === 'json' || (form.expressions.length === 1 && format === 'png'))
+    if (rep === undefined) {
+      throw ERR_NOT_ACCEPTABLE(format !== 'png'
+        ? `Format ${format} is answered as JSON; ask for application/json`
+        : `Expected one expression for Accept: image/png but received ${form.expressions.length}; ask for application/json`)
+    }
 
     const deadline = Date.now() - reply.elapsedTime + config.requestTimeoutMs
     const result = await segment({ image: form.image, expressions: form.expressions, threshold: form.threshold, deadline, timeoutMs: config.requestTimeoutMs, signal: disconnectSignal(request, reply) })
     metrics.observeStages(result.timings)
     request.log.info({
-      width: result.image.width, height: result.image.height, format: result.image.format, expressions: form.expressions.length,
+      width: result.image.width, height: result.image.height, format: result.image.format, maskFormat: rep === 'png' ? 'png (raw)' : format, expressions: form.expressions.length,
       batchSize: result.batchSize, timings: result.timings, ...(config.logExpressions ? { segment: { expressions: form.expressions } } : {}),
     }, 'segmentation done')
 
     void reply.header('x-model', `${result.model.name}@${result.model.version}`)
     if (rep === 'png') return sendPng(reply, result)
-    return toJson(result)
+    return toJson(result, format)
   })
 }
 
@@ -78,17 +85,24 @@ function sendPng (reply: FastifyReply, result: SegmentResult): FastifyReply {
     .send(r.png)
 }
 
-function toJson (result: SegmentResult): object {
+function toJson (result: SegmentResult, format: MaskFormat): object {
   const ms = (v: number): number => Math.round(v * 100) / 100
+  const { width, height } = result.image
+  const t0 = performance.now()
+  const masks = result.results.map((r) => encodeMask(format, r, width, height))
+  // Encoding is post-processing: its time counts there and in the total.
+  const encodeMs = performance.now() - t0
   return {
     model: result.model,
-    image: { width: result.image.width, height: result.image.height },
-    results: result.results.map((r) => ({
+    image: { width, height },
+    format,
+    results: result.results.map((r, k) => ({
       expression: r.expression,
       tokens: r.tokens,
-      mask: { png: r.png.toString('base64') },
+      mask: masks[k],
       score: round(r.score),
       bbox: r.bbox,
+      bbox_format: 'xywh',
       area: r.area,
       queries: r.queries.map((q) => ({ confidence: round(q.confidence), attention: q.attention.map(round) })),
     })),
@@ -97,8 +111,8 @@ function toJson (result: SegmentResult): object {
       preprocess: ms(result.timings.preprocess),
       queue: ms(result.timings.queue),
       inference: ms(result.timings.inference),
-      postprocess: ms(result.timings.postprocess),
-      total: ms(result.timings.total),
+      postprocess: ms(result.timings.postprocess + encodeMs),
+      total: ms(result.timings.total + encodeMs),
     },
   }
 }
