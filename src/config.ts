@@ -22,7 +22,8 @@ export const envSchema = {
     LOG_LEVEL: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
     EXECUTION_PROVIDERS: { type: 'string', pattern: '^\\s*[a-z]+(\\s*,\\s*[a-z]+)*\\s*$', default: 'cpu', description: `comma-separated, in order of preference: ${PROVIDERS.join(', ')}` },
     REQUIRE_GPU: { type: 'boolean', default: false, description: 'exit instead of falling back to CPU when no GPU provider loads' },
-    WORKERS: { type: 'integer', minimum: 0, maximum: 64, default: 0, description: 'inference worker threads; 0 = derive from the CPU count (max(2, CPUs / 2))' },
+    CUDA_DEVICE_ID: { type: 'integer', minimum: 0, maximum: 255, default: 0, description: 'the GPU the cuda and tensorrt providers run on (ONNX Runtime device_id); one process per GPU' },
+    WORKERS: { type: 'integer', minimum: 0, maximum: 64, default: 0, description: 'inference worker threads; 0 = derive from the CPU count (max(2, CPUs / 2)); 1 when a GPU provider is listed first' },
     THREADS_PER_WORKER: { type: 'integer', minimum: 0, maximum: 256, default: 0, description: 'ONNX Runtime intra-op threads per worker; 0 = derive from the CPU count (2; 1 on one CPU)' },
     INTRA_OP_SPINNING: { type: 'boolean', default: false, description: 'ONNX Runtime intra-op threads busy-wait between parallel sections; off by default, because spinning threads take the cores the event loop, decoding and the other worker need (only matters with THREADS_PER_WORKER > 1)' },
     MAX_IMAGE_BYTES: { type: 'integer', minimum: 1024, default: 20 * 1024 * 1024, description: 'bytes of the uploaded file (413 SEG_ERR_PAYLOAD_TOO_LARGE)' },
@@ -31,8 +32,8 @@ export const envSchema = {
     MAX_EXPRESSIONS: { type: 'integer', minimum: 1, maximum: 64, default: 8, description: 'expressions per request (400 SEG_ERR_TOO_MANY_EXPRESSIONS)' },
     MAX_FORM_FIELDS: { type: 'integer', minimum: 1, maximum: 1000, default: 16, description: 'text fields per multipart body (413 SEG_ERR_TOO_MANY_FIELDS)' },
     MAX_FORM_PARTS: { type: 'integer', minimum: 2, maximum: 1000, default: 20, description: 'parts (fields + files) per multipart body (413 SEG_ERR_TOO_MANY_PARTS)' },
-    MAX_BATCH: { type: 'integer', minimum: 1, maximum: 256, default: 8, description: 'rows per session.run' },
-    MAX_BATCH_WAIT_MS: { type: 'number', minimum: 0, maximum: 1000, default: 2, description: 'how long a worker waits to fill a batch' },
+    MAX_BATCH: { type: 'integer', minimum: 1, maximum: 256, default: 8, description: 'rows per session.run; 32 when a GPU provider is listed first' },
+    MAX_BATCH_WAIT_MS: { type: 'number', minimum: 0, maximum: 1000, default: 2, description: 'how long a worker waits to fill a batch; 5 when a GPU provider is listed first' },
     FEATURE_CACHE_MB: { type: 'number', minimum: 0, maximum: 1_000_000, default: 64, description: 'LRU cache of backbone features by image content (a repeated image skips the backbone); 0 = off' },
     QUEUE_SIZE: { type: 'integer', minimum: 0, maximum: 100_000, default: 64, description: 'requests waiting for a worker before 503' },
     REQUEST_TIMEOUT_MS: { type: 'integer', minimum: 1, maximum: 600_000, default: 15_000, description: 'per-request deadline (504 after it)' },
@@ -53,6 +54,7 @@ export interface Config {
   logLevel: string
   executionProviders: ExecutionProvider[]
   requireGpu: boolean
+  cudaDeviceId: number
   workers: number
   threadsPerWorker: number
   intraOpSpinning: boolean
@@ -102,6 +104,7 @@ export function loadConfig (env: Env = {}, cpuCount: number = os.availableParall
     // An empty variable means "unset" (as in `PORT= npm start`).
     if (raw !== undefined && raw.trim() !== '') data[key] = raw.trim()
   }
+  const given = new Set(Object.keys(data)) // before validation fills in the defaults
   for (const [key, spec] of Object.entries(envSchema.properties)) {
     if (spec.type !== 'boolean') continue
     const raw = data[key]
@@ -131,6 +134,9 @@ export function loadConfig (env: Env = {}, cpuCount: number = os.availableParall
     throw new ConfigError('REQUIRE_GPU', 'Invalid environment variable REQUIRE_GPU=true: EXECUTION_PROVIDERS lists no GPU provider')
   }
 
+  if (providers.length > 0 && providers[0] !== 'cpu') {
+    for (const [key, value] of Object.entries(GPU_DEFAULTS)) if (!given.has(key)) v[key] = value
+  }
   const { workers, threadsPerWorker } = deriveParallelism(v.WORKERS, v.THREADS_PER_WORKER, cpuCount)
 
   return Object.freeze({
@@ -140,6 +146,7 @@ export function loadConfig (env: Env = {}, cpuCount: number = os.availableParall
     logLevel: v.LOG_LEVEL,
     executionProviders: providers as ExecutionProvider[],
     requireGpu: v.REQUIRE_GPU,
+    cudaDeviceId: v.CUDA_DEVICE_ID,
     workers,
     threadsPerWorker,
     intraOpSpinning: v.INTRA_OP_SPINNING,
@@ -163,6 +170,17 @@ export function loadConfig (env: Env = {}, cpuCount: number = os.availableParall
     rateLimitBurst: v.RATE_LIMIT_BURST,
   })
 }
+
+/**
+ * Defaults that replace the CPU ones when the first execution provider is a GPU one (variables
+ * set explicitly are kept). One worker: a GPU runs one session.run at a time anyway, and a second
+ * session would only hold a second copy of the weights and of ONNX Runtime's memory arena on the
+ * device; requests queued behind the running batch go together into the next one. Bigger batches,
+ * a little more wait: on a GPU a batch of 32 rows is expected to cost far less than 32 batches of
+ * one (bench/gpu-check.sh measures batch 1, 8 and 32; BENCHMARKS.md says where it has run), where
+ * on the CPU a batch costs about the sum of its rows (BENCHMARKS.md, raw ONNX Runtime).
+ */
+export const GPU_DEFAULTS = { WORKERS: 1, MAX_BATCH: 32, MAX_BATCH_WAIT_MS: 5 } as const
 
 const list = (s: string): string[] => String(s).split(',').map((x) => x.trim()).filter((x) => x !== '')
 

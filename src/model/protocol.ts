@@ -29,6 +29,8 @@ export interface WorkerInit {
   /** Preference order, e.g. ['cuda', 'cpu']. */
   executionProviders: string[]
   requireGpu: boolean
+  /** ONNX Runtime device_id for the cuda and tensorrt providers (absent: 0). */
+  cudaDeviceId?: number
   threads: number
   /** ONNX Runtime's session.intra_op.allow_spinning (absent: ONNX Runtime's default, on). */
   spinning?: boolean

@@ -288,6 +288,8 @@ export interface FolderOptions {
   modelPath: string
   executionProviders: string[]
   requireGpu: boolean
+  /** The GPU of the cuda and tensorrt providers (default 0). */
+  cudaDeviceId?: number
   workers: number
   threadsPerWorker: number
   /** ONNX Runtime intra-op spinning (default: ONNX Runtime's, on). */
@@ -334,6 +336,7 @@ export async function createSegmenterFromFolder (opts: FolderOptions): Promise<S
       outputNames: [...MODEL_OUTPUTS],
       executionProviders: opts.executionProviders,
       requireGpu: opts.requireGpu,
+      cudaDeviceId: opts.cudaDeviceId,
       threads: opts.threadsPerWorker,
       spinning: opts.intraOpSpinning,
       size: manifest.input.size,

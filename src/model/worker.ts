@@ -11,6 +11,7 @@
 import os from 'node:os'
 import * as ort from 'onnxruntime-node'
 import type { WorkerInit } from './protocol.js'
+import { explainProviderFailure, sessionProviders } from './execution-providers.js'
 import { type Backend, type BackendFactory, type Outputs, serveWorker } from './worker-core.js'
 
 /**
@@ -26,7 +27,7 @@ const createOrtBackend: BackendFactory = async (init: WorkerInit, log) => {
     os.setPriority(Math.min(19, os.getPriority() + INFERENCE_NICENESS))
   } catch {}
   const options = (providers: string[]): ort.InferenceSession.SessionOptions => ({
-    executionProviders: providers,
+    executionProviders: sessionProviders(providers, init.cudaDeviceId ?? 0) as ort.InferenceSession.ExecutionProviderConfig[],
     intraOpNumThreads: init.threads,
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
@@ -46,7 +47,7 @@ const createOrtBackend: BackendFactory = async (init: WorkerInit, log) => {
       sessions = await open([...gpu, 'cpu'])
       provider = gpu[0]
     } catch (err) {
-      const reason = (err as Error).message.split('\n')[0]
+      const reason = explainProviderFailure(gpu[0], (err as Error).message)
       if (init.requireGpu) throw new Error(`execution provider ${gpu.join(',')} could not be loaded and REQUIRE_GPU is set: ${reason}`)
       if (!init.executionProviders.includes('cpu')) throw new Error(`execution provider ${gpu.join(',')} could not be loaded and cpu is not in EXECUTION_PROVIDERS: ${reason}`)
       log('warn', 'GPU execution provider unavailable; running on CPU', { requested: gpu, reason })

@@ -16,6 +16,7 @@ export default fp(async (app: FastifyInstance, opts: SegmenterPluginOptions) => 
     modelPath: config.modelPath,
     executionProviders: config.executionProviders,
     requireGpu: config.requireGpu,
+    cudaDeviceId: config.cudaDeviceId,
     workers: config.workers,
     threadsPerWorker: config.threadsPerWorker,
     intraOpSpinning: config.intraOpSpinning,

@@ -1,0 +1,44 @@
+/**
+ * The session's execution providers from the config, and the one-line reason when a GPU provider
+ * library does not load (the container test, docker/test-cuda.sh, checks the missing-driver case
+ * in the real CUDA image).
+ */
+import t from 'tap'
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { explainProviderFailure, providerLibraryDir, sessionProviders } from '../../src/model/execution-providers.js'
+
+const ORT_MESSAGE = 'OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library\nmore'
+
+t.test('cuda and tensorrt get the device id; the others stay names', async (t) => {
+  t.strictSame(sessionProviders(['cuda', 'cpu'], 0), [{ name: 'cuda', deviceId: 0 }, 'cpu'])
+  t.strictSame(sessionProviders(['tensorrt', 'cuda', 'cpu'], 2), [{ name: 'tensorrt', deviceId: 2 }, { name: 'cuda', deviceId: 2 }, 'cpu'])
+  t.strictSame(sessionProviders(['webgpu', 'cpu'], 1), ['webgpu', 'cpu'])
+})
+
+t.test('provider libraries are looked for beside onnxruntime-node\'s libonnxruntime', async (t) => {
+  const dir = providerLibraryDir()
+  t.match(dir, /onnxruntime-node[/\\]bin[/\\]napi-v6[/\\]/)
+  if (process.platform === 'linux') t.ok(existsSync(path.join(dir, 'libonnxruntime.so.1')), `${dir} holds libonnxruntime.so.1`)
+})
+
+t.test('a provider library that is not installed is named, with where it comes from', { skip: process.platform !== 'linux' && 'Linux only' }, async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'vlt-ep-'))
+  const cuda = explainProviderFailure('cuda', ORT_MESSAGE, dir)
+  t.equal(cuda, `libonnxruntime_providers_cuda.so is not installed in ${dir} (onnxruntime-node ships without provider libraries; docker/Dockerfile.cuda adds it from the onnxruntime-gpu wheel of the same version)`)
+  t.match(explainProviderFailure('tensorrt', ORT_MESSAGE, dir), /^libonnxruntime_providers_tensorrt\.so is not installed in .* \(onnxruntime-node ships without provider libraries\)$/)
+})
+
+t.test('a provider library the linker rejects: the linker\'s message, on one line', { skip: process.platform !== 'linux' && 'Linux only' }, async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'vlt-ep-'))
+  writeFileSync(path.join(dir, 'libonnxruntime_providers_shared.so'), 'not an ELF file\n')
+  writeFileSync(path.join(dir, 'libonnxruntime_providers_cuda.so'), 'not an ELF file\n')
+  const why = explainProviderFailure('cuda', ORT_MESSAGE, dir)
+  t.match(why, /^libonnxruntime_providers_cuda\.so cannot load: .*libonnxruntime_providers_shared\.so.*(invalid ELF header|file too short)/)
+  t.notMatch(why, /\n/)
+})
+
+t.test('other providers: the first line of ONNX Runtime\'s message', async (t) => {
+  t.equal(explainProviderFailure('webgpu', 'no adapter\nstack'), 'no adapter')
+})
