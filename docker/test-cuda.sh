@@ -9,8 +9,11 @@
 #   2. EXECUTION_PROVIDERS=cuda,cpu without a GPU: exactly one warning line names the CUDA failure
 #      (libcuda.so.1 not found), the service falls back to CPU and says provider "cpu" on /readyz, on
 #      /metrics and in a /segment answer; the GPU defaults hold (one worker);
+#   2b. with a stand-in libcuda.so.1 compiled here (no working driver): the provider library loads
+#      into onnxruntime-node's process and stops at the CUDA runtime's first call (exit 1 with
+#      REQUIRE_GPU=true, "CUDA failure N" in the fatal line), which the ldd check alone cannot show;
 #   3. the same with REQUIRE_GPU=true: the container exits non-zero within the time limit, and its
-#      last log line says what is missing.
+#      fatal log line says what is missing.
 # What needs a GPU (the provider running the model) is bench/gpu-check.sh's part.
 #
 #   bash docker/test-cuda.sh        (part of npm run test:docker)
@@ -120,6 +123,30 @@ log "POST /segment: model.provider $PROVIDER"
 curl -sS "$URL/metrics" | grep -q '^vlt_execution_provider{provider="cpu"} 1' || fail "/metrics: no vlt_execution_provider{provider=\"cpu\"} 1"
 docker rm -f "$NAME" >/dev/null
 
+# ---- 2b. a stand-in driver: the provider loads into onnxruntime-node and reaches the CUDA runtime -
+# libcuda.so.1 compiled here with the one driver function the provider library links to directly
+# and no working driver: the provider library then loads into onnxruntime-node's process (provider
+# bridge and symbols match) and fails at the first CUDA call, the runtime's driver check. Needs cc.
+if command -v cc >/dev/null 2>&1; then
+  STUB=$(mktemp -d)
+  chmod 755 "$STUB"
+  printf 'int cuTensorMapEncodeTiled(void) { return 999; }\n' >"$STUB/stub.c"
+  cc -shared -fPIC -o "$STUB/libcuda.so.1" -Wl,-soname,libcuda.so.1 "$STUB/stub.c" || fail "cc: stand-in libcuda.so.1"
+  chmod 644 "$STUB/libcuda.so.1"
+  set +e
+  OUT=$(timeout 120 docker run --rm --network none --read-only --tmpfs /tmp:size=64m -v "$STUB:/opt/stand-in-driver:ro" \
+    -e LD_LIBRARY_PATH=/opt/stand-in-driver -e EXECUTION_PROVIDERS=cuda,cpu -e REQUIRE_GPU=true "$IMAGE" 2>&1)
+  RC=$?
+  set -e
+  rm -rf "$STUB"
+  FATAL=$(grep '^{"level":60,' <<<"$OUT" || true)
+  [ "$RC" = 1 ] && grep -q 'REQUIRE_GPU is set: CUDA failure [0-9]*: ' <<<"$FATAL" \
+    || fail "stand-in driver: expected exit 1 with a CUDA runtime error (the provider loaded), got exit $RC: $FATAL"
+  log "stand-in libcuda.so.1: the provider loaded and stopped at the CUDA runtime: $(sed -n 's/.*REQUIRE_GPU is set: \(CUDA failure [^"]*\)".*/\1/p' <<<"$FATAL")"
+else
+  log "stand-in libcuda.so.1: skipped (no C compiler)"
+fi
+
 # ---- 3. REQUIRE_GPU=true: exit non-zero, saying what is missing ---------------------------------
 T0=$(date +%s)
 set +e
@@ -129,7 +156,8 @@ RC=$?
 set -e
 [ "$RC" != 124 ] || fail "REQUIRE_GPU=true: still running after 120 s"
 [ "$RC" != 0 ] || fail "REQUIRE_GPU=true without a GPU exited 0"
-LAST=$(grep '^{' <<<"$OUT" | tail -1)
-grep -q '"level":60' <<<"$LAST" && grep -q 'REQUIRE_GPU is set' <<<"$LAST" && grep -q 'libcuda.so.1 not found' <<<"$LAST" \
-  || fail "REQUIRE_GPU=true: the last line does not say what is missing: $LAST"
-log "REQUIRE_GPU=true: exit $RC after $(( $(date +%s) - T0 ))s; last line: $LAST"
+# pino writes the fatal line at once and may flush earlier lines after it: look for it, not at the end
+FATAL=$(grep '^{"level":60,' <<<"$OUT" || true)
+[ "$(grep -c . <<<"$FATAL")" = 1 ] && grep -q 'REQUIRE_GPU is set' <<<"$FATAL" && grep -q 'libcuda.so.1 not found' <<<"$FATAL" \
+  || fail "REQUIRE_GPU=true: no one fatal line that says what is missing: $OUT"
+log "REQUIRE_GPU=true: exit $RC after $(( $(date +%s) - T0 ))s; fatal line: $FATAL"

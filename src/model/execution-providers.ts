@@ -38,8 +38,10 @@ const DRIVER_HINT = 'the NVIDIA driver\'s library, there only when the container
  * or device error once the libraries load).
  */
 export function explainProviderFailure (provider: string, ortMessage: string, dir: string = providerLibraryDir()): string {
-  const first = ortMessage.split('\n')[0]
+  const first = conciseOrtMessage(ortMessage)
   if (provider !== 'cuda' && provider !== 'tensorrt') return first
+  // The libraries loaded and the CUDA runtime answered with an error: that error is the cause.
+  if (/CUDA failure \d+:/.test(first)) return first
   const file = `libonnxruntime_providers_${provider}.so`
   const lib = path.join(dir, file)
   if (process.platform !== 'linux') return first
@@ -69,4 +71,24 @@ function dlopenError (file: string): string | undefined {
     if (/did not self-register|Module did not|napi_register_module/i.test(message)) return undefined
     return message.replace(/^Error:\s*/, '')
   }
+}
+
+/** CUDA runtime errors whose cause is the host, not the image. */
+const CUDA_HINTS: Record<string, string> = {
+  35: 'the NVIDIA driver is older than CUDA 13 needs: R580 (580.65.06) or newer',
+  100: 'no CUDA-capable GPU is visible to this process',
+}
+
+/**
+ * ONNX Runtime's message without its source locations and C++ signatures: a CUDA runtime error as
+ * `CUDA failure N: text (call)`, anything else as its first line with the `/onnxruntime_src/…]`
+ * prefixes removed.
+ */
+export function conciseOrtMessage (message: string): string {
+  const cuda = /CUDA failure (\d+): ([^;]*?)\s*;(?:.*?expr=([^;]*?);)?/s.exec(message)
+  if (cuda !== null) {
+    const hint = CUDA_HINTS[cuda[1]]
+    return `CUDA failure ${cuda[1]}: ${cuda[2].trim()}${cuda[3] !== undefined ? ` (${cuda[3].trim()})` : ''}${hint !== undefined ? `: ${hint}` : ''}`
+  }
+  return message.split('\n')[0].replace(/(?:\/onnxruntime_src\/\S+:\d+ [^\]]*\]\s*)+/g, '').trim()
 }

@@ -7,7 +7,7 @@ import t from 'tap'
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { explainProviderFailure, providerLibraryDir, sessionProviders } from '../../src/model/execution-providers.js'
+import { conciseOrtMessage, explainProviderFailure, providerLibraryDir, sessionProviders } from '../../src/model/execution-providers.js'
 
 const ORT_MESSAGE = 'OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library\nmore'
 
@@ -41,4 +41,26 @@ t.test('a provider library the linker rejects: the linker\'s message, on one lin
 
 t.test('other providers: the first line of ONNX Runtime\'s message', async (t) => {
   t.equal(explainProviderFailure('webgpu', 'no adapter\nstack'), 'no adapter')
+})
+
+// The shape of ONNX Runtime 1.30's message for a failed CUDA runtime call (source locations and
+// C++ signatures first, then the CUDA error and the call), as the CUDA image logs it.
+const sig = 'std::conditional_t<THRW, void, onnxruntime::common::Status> onnxruntime::CudaCall(ERRTYPE, const char*, const char*, SUCCTYPE, const char*, const char*, int) [with ERRTYPE = cudaError; bool THRW = true; SUCCTYPE = cudaError; std::conditional_t<THRW, void, common::Status> = void]'
+const cudaFailure = (code: number, text: string): string =>
+  `/onnxruntime_src/onnxruntime/core/providers/cuda/cuda_call.cc:154 ${sig} /onnxruntime_src/onnxruntime/core/providers/cuda/cuda_call.cc:146 ${sig} CUDA failure ${code}: ${text} ; GPU=-1 ; hostname=h ; file=/onnxruntime_src/onnxruntime/core/providers/cuda/cuda_execution_provider.cc ; line=352 ; expr=cudaSetDevice(info_.device_id); `
+
+t.test('a CUDA runtime error: the error, the call and what it means for the host, on one line', async (t) => {
+  const old = conciseOrtMessage(cudaFailure(35, 'CUDA driver version is insufficient for CUDA runtime version'))
+  t.equal(old, 'CUDA failure 35: CUDA driver version is insufficient for CUDA runtime version (cudaSetDevice(info_.device_id)): the NVIDIA driver is older than CUDA 13 needs: R580 (580.65.06) or newer')
+  t.match(conciseOrtMessage(cudaFailure(100, 'no CUDA-capable device is detected')), /^CUDA failure 100: no CUDA-capable device is detected \(cudaSetDevice\(info_\.device_id\)\): no CUDA-capable GPU is visible/)
+  t.match(conciseOrtMessage(cudaFailure(2, 'out of memory')), /^CUDA failure 2: out of memory \(cudaSetDevice\(info_\.device_id\)\)$/)
+  // the libraries loaded: no dlopen diagnosis, the CUDA error is the cause
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'vlt-ep-'))
+  writeFileSync(path.join(dir, 'libonnxruntime_providers_cuda.so'), '')
+  t.equal(explainProviderFailure('cuda', cudaFailure(35, 'x'), dir), 'CUDA failure 35: x (cudaSetDevice(info_.device_id)): the NVIDIA driver is older than CUDA 13 needs: R580 (580.65.06) or newer')
+})
+
+t.test('other messages: the first line without ONNX Runtime\'s source locations', async (t) => {
+  t.equal(conciseOrtMessage(`/onnxruntime_src/onnxruntime/core/session/inference_session.cc:12 void f() [with T = int] something broke\nstack`), 'something broke')
+  t.equal(conciseOrtMessage('OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library'), 'OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library')
 })
