@@ -45,11 +45,12 @@ export function explainProviderFailure (provider: string, ortMessage: string, di
   const file = `libonnxruntime_providers_${provider}.so`
   const lib = path.join(dir, file)
   if (process.platform !== 'linux') return first
-  if (!existsSync(lib)) {
-    const from = provider === 'cuda' ? '; docker/Dockerfile.cuda adds it from the onnxruntime-gpu wheel of the same version' : ''
-    return `${file} is not installed in ${dir} (onnxruntime-node ships without provider libraries${from})`
-  }
   const shared = path.join(dir, 'libonnxruntime_providers_shared.so')
+  const absent = [lib, shared].find((f) => !existsSync(f))
+  if (absent !== undefined) {
+    const from = provider === 'cuda' ? '; docker/Dockerfile.cuda adds it from the onnxruntime-gpu wheel of the same version' : ''
+    return `${path.basename(absent)} is not installed in ${dir} (onnxruntime-node ships without provider libraries${from})`
+  }
   const reason = dlopenError(shared) ?? dlopenError(lib)
   if (reason === undefined) return first
   const missing = /^([^:\s]+\.so[.\d]*): cannot open shared object file/m.exec(reason)?.[1]

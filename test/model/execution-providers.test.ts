@@ -28,6 +28,8 @@ t.test('a provider library that is not installed is named, with where it comes f
   const cuda = explainProviderFailure('cuda', ORT_MESSAGE, dir)
   t.equal(cuda, `libonnxruntime_providers_cuda.so is not installed in ${dir} (onnxruntime-node ships without provider libraries; docker/Dockerfile.cuda adds it from the onnxruntime-gpu wheel of the same version)`)
   t.match(explainProviderFailure('tensorrt', ORT_MESSAGE, dir), /^libonnxruntime_providers_tensorrt\.so is not installed in .* \(onnxruntime-node ships without provider libraries\)$/)
+  writeFileSync(path.join(dir, 'libonnxruntime_providers_cuda.so'), '')
+  t.match(explainProviderFailure('cuda', ORT_MESSAGE, dir), /^libonnxruntime_providers_shared\.so is not installed in /, 'the pair is needed')
 })
 
 t.test('a provider library the linker rejects: the linker\'s message, on one line', { skip: process.platform !== 'linux' && 'Linux only' }, async (t) => {
@@ -56,7 +58,6 @@ t.test('a CUDA runtime error: the error, the call and what it means for the host
   t.match(conciseOrtMessage(cudaFailure(2, 'out of memory')), /^CUDA failure 2: out of memory \(cudaSetDevice\(info_\.device_id\)\)$/)
   // the libraries loaded: no dlopen diagnosis, the CUDA error is the cause
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vlt-ep-'))
-  writeFileSync(path.join(dir, 'libonnxruntime_providers_cuda.so'), '')
   t.equal(explainProviderFailure('cuda', cudaFailure(35, 'x'), dir), 'CUDA failure 35: x (cudaSetDevice(info_.device_id)): the NVIDIA driver is older than CUDA 13 needs: R580 (580.65.06) or newer')
 })
 
