@@ -3,10 +3,12 @@
  * (src/server.ts) and exposed as a typed, frozen object (`app.config`).
  *
  * Each row of SETTINGS names a variable, the section of the service that reads it, its JSON
- * schema (type, range, default, description) and, where the value is not used as it comes, a
- * parser. The env schema, the Config type (MAX_BATCH_WAIT_MS → `maxBatchWaitMs`) and the mapping
- * are all derived from it. A consumer takes its section (`ConfigSection<'engine'>`), and the whole
- * config object is passed where a section is expected, so no field is copied under another name.
+ * schema (type, range, default, description), where the value is not used as it comes, a parser
+ * and, where a GPU wants another default, that default (used when a GPU provider is listed first
+ * in EXECUTION_PROVIDERS and the variable is unset). The env schema, the Config type
+ * (MAX_BATCH_WAIT_MS → `maxBatchWaitMs`) and the mapping are all derived from it. A consumer
+ * takes its section (`ConfigSection<'engine'>`), and the whole config object is passed where a
+ * section is expected, so no field is copied under another name.
  *
  * Nothing else reads `process.env`. An invalid value stops the server with a message that names
  * the variable. Never branch on NODE_ENV: every behaviour has its own variable.
@@ -29,6 +31,11 @@ interface Setting {
   schema: { readonly type: 'string' | 'integer' | 'number' | 'boolean', readonly default: unknown, readonly [k: string]: unknown }
   /** Turns the validated value into the config field (throws an Error whose message says what is wrong). */
   parse?: (value: any) => unknown
+  /**
+   * The default when the first execution provider is a GPU one, in place of the schema's (a value
+   * set in the environment is kept). The schema's description gets it appended.
+   */
+  gpuDefault?: number
 }
 
 const list = (s: string): string[] => String(s).split(',').map((x) => x.trim()).filter((x) => x !== '')
@@ -50,7 +57,11 @@ const SETTINGS = {
   LOG_LEVEL: { section: 'server', schema: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } },
   EXECUTION_PROVIDERS: { section: 'session', schema: { type: 'string', pattern: '^\\s*[a-z]+(\\s*,\\s*[a-z]+)*\\s*$', default: 'cpu', description: `comma-separated, in order of preference: ${PROVIDERS.join(', ')}` }, parse: parseProviders },
   REQUIRE_GPU: { section: 'session', schema: { type: 'boolean', default: false, description: 'exit instead of falling back to CPU when no GPU provider loads' } },
-  WORKERS: { section: 'engine', schema: { type: 'integer', minimum: 0, maximum: 64, default: 0, description: 'engine worker threads; 0 = derive from the CPU count (max(2, CPUs / 2))' } },
+  CUDA_DEVICE_ID: { section: 'session', schema: { type: 'integer', minimum: 0, maximum: 255, default: 0, description: 'the GPU the cuda and tensorrt providers run on (ONNX Runtime device_id); one process per GPU' } },
+  // One worker on a GPU: the device runs one session.run at a time anyway, and a second session
+  // would only hold a second copy of the weights and of ONNX Runtime's memory arena on it; requests
+  // queued behind the running batch go together into the next one.
+  WORKERS: { section: 'engine', schema: { type: 'integer', minimum: 0, maximum: 64, default: 0, description: 'engine worker threads; 0 = derive from the CPU count (max(2, CPUs / 2))' }, gpuDefault: 1 },
   THREADS_PER_WORKER: { section: 'session', schema: { type: 'integer', minimum: 0, maximum: 256, default: 0, description: 'ONNX Runtime intra-op threads per worker; 0 = derive from the CPU count (2; 1 on one CPU)' } },
   INTRA_OP_SPINNING: { section: 'session', schema: { type: 'boolean', default: false, description: 'ONNX Runtime intra-op threads busy-wait between parallel sections; off by default, because spinning threads take the cores the event loop, decoding and the other worker need (only matters with THREADS_PER_WORKER > 1)' } },
   MAX_IMAGE_BYTES: { section: 'http', schema: { type: 'integer', minimum: 1024, default: 20 * 1024 * 1024, description: 'bytes of the uploaded file (413 SEG_ERR_PAYLOAD_TOO_LARGE)' } },
@@ -59,8 +70,12 @@ const SETTINGS = {
   MAX_EXPRESSIONS: { section: 'http', schema: { type: 'integer', minimum: 1, maximum: 64, default: 8, description: 'expressions per request (400 SEG_ERR_TOO_MANY_EXPRESSIONS)' } },
   MAX_FORM_FIELDS: { section: 'http', schema: { type: 'integer', minimum: 1, maximum: 1000, default: 16, description: 'text fields per multipart body (413 SEG_ERR_TOO_MANY_FIELDS)' } },
   MAX_FORM_PARTS: { section: 'http', schema: { type: 'integer', minimum: 2, maximum: 1000, default: 20, description: 'parts (fields + files) per multipart body (413 SEG_ERR_TOO_MANY_PARTS)' } },
-  MAX_BATCH: { section: 'engine', schema: { type: 'integer', minimum: 1, maximum: 256, default: 8, description: 'rows per session.run' } },
-  MAX_BATCH_WAIT_MS: { section: 'engine', schema: { type: 'number', minimum: 0, maximum: 1000, default: 2, description: 'how long a worker waits to fill a batch' } },
+  // Bigger batches and a little more wait on a GPU: there a batch of 32 rows is expected to cost far
+  // less than 32 batches of one (bench/gpu-check.sh measures batch 1, 8 and 32; BENCHMARKS.md says
+  // where it has run), where on the CPU a batch costs about the sum of its rows (BENCHMARKS.md, raw
+  // ONNX Runtime).
+  MAX_BATCH: { section: 'engine', schema: { type: 'integer', minimum: 1, maximum: 256, default: 8, description: 'rows per session.run' }, gpuDefault: 32 },
+  MAX_BATCH_WAIT_MS: { section: 'engine', schema: { type: 'number', minimum: 0, maximum: 1000, default: 2, description: 'how long a worker waits to fill a batch' }, gpuDefault: 5 },
   FEATURE_CACHE_MB: { section: 'segmenter', schema: { type: 'number', minimum: 0, maximum: 1_000_000, default: 64, description: 'LRU cache of backbone features by image content (a repeated image skips the backbone); 0 = off' } },
   QUEUE_SIZE: { section: 'engine', schema: { type: 'integer', minimum: 0, maximum: 100_000, default: 64, description: 'requests waiting for a worker before 503' } },
   REQUEST_TIMEOUT_MS: { section: 'http', schema: { type: 'integer', minimum: 1, maximum: 600_000, default: 15_000, description: 'per-request deadline (504 after it)' } },
@@ -95,8 +110,18 @@ const fieldName = (variable: string): string => variable.toLowerCase().replace(/
 export const envSchema = {
   type: 'object',
   additionalProperties: true,
-  properties: Object.fromEntries(Object.entries(SETTINGS).map(([v, s]) => [v, s.schema])) as { [V in Variable]: Settings[V]['schema'] },
+  properties: Object.fromEntries((Object.entries(SETTINGS) as Array<[string, Setting]>).map(([v, s]) => [v, withGpuDefault(s)])) as { [V in Variable]: Settings[V]['schema'] },
 } as const
+
+function withGpuDefault ({ schema, gpuDefault }: Setting): Setting['schema'] {
+  if (gpuDefault === undefined) return schema
+  return { ...schema, description: `${String(schema.description)}; ${gpuDefault} when a GPU provider is listed first` }
+}
+
+/** The defaults that replace the schema's when a GPU provider is listed first, from SETTINGS. */
+export const GPU_DEFAULTS = Object.fromEntries((Object.entries(SETTINGS) as Array<[string, Setting]>)
+  .filter(([, s]) => s.gpuDefault !== undefined).map(([v, s]) => [v, s.gpuDefault])) as
+  { readonly [V in Variable as Settings[V] extends { gpuDefault: number } ? V : never]: Settings[V] extends { gpuDefault: infer D } ? D : never }
 
 /** The fields of `config` that belong to `sections` (what a worker thread is sent, for instance). */
 export function section<S extends Section> (config: ConfigSection<S>, ...sections: S[]): ConfigSection<S> {
@@ -137,6 +162,7 @@ export function loadConfig (env: Env = {}, cpuCount: number = os.availableParall
     const v = raw.trim()
     data[key] = schema.type === 'boolean' ? parseBoolean(v) : v
   }
+  const given = new Set(Object.keys(data)) // before validation fills in the defaults
   if (!validateEnv(data)) {
     const e = validateEnv.errors![0]
     const variable = e.instancePath.replace(/^\//, '') || String(e.params?.missingProperty ?? 'environment')
@@ -151,6 +177,9 @@ export function loadConfig (env: Env = {}, cpuCount: number = os.availableParall
     }
   }
   const c = config as { -readonly [K in keyof Config]: Config[K] }
+  if (c.executionProviders.length > 0 && c.executionProviders[0] !== 'cpu') {
+    for (const [key, value] of Object.entries(GPU_DEFAULTS)) if (!given.has(key)) config[fieldName(key)] = value
+  }
   if (c.requireGpu && !c.executionProviders.some((p) => p !== 'cpu')) {
     throw new ConfigError('REQUIRE_GPU', 'Invalid environment variable REQUIRE_GPU=true: EXECUTION_PROVIDERS lists no GPU provider')
   }

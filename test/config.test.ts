@@ -1,5 +1,5 @@
 import t from 'tap'
-import { ConfigError, deriveParallelism, envSchema, loadConfig } from '../src/config.js'
+import { ConfigError, GPU_DEFAULTS, deriveParallelism, envSchema, loadConfig, section } from '../src/config.js'
 
 t.test('defaults: the model folder on 0.0.0.0:8080', async (t) => {
   const c = loadConfig({}, 2)
@@ -60,6 +60,8 @@ const bad: Array<[string, string]> = [
   ['EXECUTION_PROVIDERS', 'quantum'],
   ['EXECUTION_PROVIDERS', 'cpu,cpu'],
   ['REQUEST_TIMEOUT_MS', '0'],
+  ['CUDA_DEVICE_ID', '-1'],
+  ['CUDA_DEVICE_ID', 'gpu0'],
 ]
 for (const [name, value] of bad) {
   t.test(`EXPECTED FAILURE - ${name}=${value} names the variable`, async (t) => {
@@ -85,4 +87,44 @@ t.test('default parallelism: 2 threads per worker, CPUs / 2 workers, at least 2 
   t.strictSame(deriveParallelism(2, 0, 8), { workers: 2, threadsPerWorker: 4 })
   t.strictSame(deriveParallelism(0, 4, 8), { workers: 2, threadsPerWorker: 4 })
   t.strictSame(deriveParallelism(3, 3, 2), { workers: 3, threadsPerWorker: 3 })
+})
+
+t.test('a GPU provider listed first: one worker, GPU batch defaults, explicit values kept', async (t) => {
+  const cpu = loadConfig({ EXECUTION_PROVIDERS: 'cpu,cuda' }, 8)
+  t.equal(cpu.workers, 4, 'cpu first: the CPU defaults')
+  t.equal(cpu.maxBatch, envSchema.properties.MAX_BATCH.default)
+  t.equal(cpu.maxBatchWaitMs, envSchema.properties.MAX_BATCH_WAIT_MS.default)
+  t.equal(cpu.cudaDeviceId, 0)
+
+  const gpu = loadConfig({ EXECUTION_PROVIDERS: 'cuda,cpu' }, 8)
+  t.equal(gpu.workers, GPU_DEFAULTS.WORKERS)
+  t.equal(gpu.workers, 1, 'one worker per GPU')
+  t.equal(gpu.threadsPerWorker, 8, 'the one worker may use every CPU (for nodes the GPU provider leaves to the CPU)')
+  t.equal(gpu.maxBatch, GPU_DEFAULTS.MAX_BATCH)
+  t.equal(gpu.maxBatchWaitMs, GPU_DEFAULTS.MAX_BATCH_WAIT_MS)
+  t.ok(GPU_DEFAULTS.MAX_BATCH > envSchema.properties.MAX_BATCH.default, 'larger batches than on the CPU')
+
+  const explicit = loadConfig({ EXECUTION_PROVIDERS: 'cuda,cpu', WORKERS: '2', MAX_BATCH: '4', MAX_BATCH_WAIT_MS: '0', CUDA_DEVICE_ID: '3' }, 8)
+  t.equal(explicit.workers, 2)
+  t.equal(explicit.threadsPerWorker, 4)
+  t.equal(explicit.maxBatch, 4)
+  t.equal(explicit.maxBatchWaitMs, 0)
+  t.equal(explicit.cudaDeviceId, 3)
+  t.equal(loadConfig({ EXECUTION_PROVIDERS: 'cuda', WORKERS: '' }, 8).workers, 1, 'an empty variable counts as unset')
+})
+
+t.test('the session section, what each engine worker is sent, carries the device id', async (t) => {
+  const session = section(loadConfig({ EXECUTION_PROVIDERS: 'cuda,cpu', CUDA_DEVICE_ID: '2' }, 8), 'session')
+  t.equal(session.cudaDeviceId, 2)
+  t.strictSame(session.executionProviders, ['cuda', 'cpu'])
+  t.notOk('workers' in session, 'engine settings stay on the main thread')
+})
+
+t.test('each GPU default is named in its variable\'s description', async (t) => {
+  const props = envSchema.properties as Record<string, { description?: string }>
+  t.same(Object.keys(GPU_DEFAULTS).sort(), ['MAX_BATCH', 'MAX_BATCH_WAIT_MS', 'WORKERS'])
+  for (const [key, value] of Object.entries(GPU_DEFAULTS)) {
+    t.match(props[key].description, new RegExp(`; ${value} when a GPU provider is listed first$`), key)
+  }
+  t.notMatch(props.QUEUE_SIZE.description, /GPU/, 'the others are unchanged')
 })

@@ -5,12 +5,15 @@
  * With the split graphs (init.split) the worker loads image_encoder.onnx and head.onnx instead of
  * model.onnx, so a batch can run the backbone once per image (worker-core.ts).
  *
- * Execution providers are tried in the configured order. If a GPU provider cannot be loaded the
- * worker falls back to CPU with a warning, unless REQUIRE_GPU is set: then it fails (fatal).
+ * Execution providers are tried in the configured order (the cuda and tensorrt providers on
+ * CUDA_DEVICE_ID). If a GPU provider cannot be loaded the worker falls back to CPU with a warning,
+ * unless REQUIRE_GPU is set: then it fails (fatal). Either way the reason is one line
+ * (execution-providers.ts).
  */
 import os from 'node:os'
 import * as ort from 'onnxruntime-node'
 import { GRAPH_INPUTS, GRAPH_OUTPUTS, type WorkerInit } from './protocol.js'
+import { explainProviderFailure, sessionProviders } from './execution-providers.js'
 import { type Backend, type BackendFactory, type Outputs, serveWorker } from './worker-core.js'
 
 /**
@@ -27,7 +30,7 @@ const createOrtBackend: BackendFactory = async (init: WorkerInit, log) => {
   } catch {}
   const { session } = init
   const options = (providers: string[]): ort.InferenceSession.SessionOptions => ({
-    executionProviders: providers,
+    executionProviders: sessionProviders(providers, session.cudaDeviceId) as ort.InferenceSession.ExecutionProviderConfig[],
     intraOpNumThreads: session.threadsPerWorker,
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
@@ -47,7 +50,7 @@ const createOrtBackend: BackendFactory = async (init: WorkerInit, log) => {
       sessions = await open([...gpu, 'cpu'])
       provider = gpu[0]
     } catch (err) {
-      const reason = (err as Error).message.split('\n')[0]
+      const reason = explainProviderFailure(gpu[0], (err as Error).message)
       if (session.requireGpu) throw new Error(`execution provider ${gpu.join(',')} could not be loaded and REQUIRE_GPU is set: ${reason}`)
       if (!session.executionProviders.includes('cpu')) throw new Error(`execution provider ${gpu.join(',')} could not be loaded and cpu is not in EXECUTION_PROVIDERS: ${reason}`)
       log('warn', 'GPU execution provider unavailable; running on CPU', { requested: gpu, reason })

@@ -7,7 +7,8 @@
  * The real container test is docker/test.sh (npm run test:docker).
  */
 import t from 'tap'
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { spawnSync } from 'node:child_process'
@@ -129,24 +130,34 @@ function dockerignore (text: string): (p: string) => boolean {
 }
 
 const DOCKERFILES = [
-  { file: 'Dockerfile', providers: 'cpu' },
-  { file: 'Dockerfile.cuda', providers: 'cuda,cpu' },
+  { file: 'Dockerfile', providers: 'cpu', node: 'node:20-bookworm-slim' },
+  { file: 'Dockerfile.cuda', providers: 'cuda,cpu', node: 'node:24-trixie-slim' },
 ] as const
 
 t.test('dockerfile-utils catches errors (control)', async (t) => {
   t.ok(dockerfileUtils.validate('FROM node:20-bookworm-slim\nEXPOZE 8080\nHEALTHCHECK --interval=1x CMD true\n').length >= 2)
 })
 
-for (const { file, providers } of DOCKERFILES) {
+for (const { file, providers, node } of DOCKERFILES) {
   t.test(`docker/${file}`, async (t) => {
     const text = read('docker', file)
     const problems = dockerfileUtils.validate(text).map((d) => `${d.range.start.line + 1}: ${d.message}`)
     t.strictSame(problems, [], 'dockerfile-utils lint is clean')
 
     const { args, stages } = parseDockerfile(text)
-    t.equal(args.get('NODE_IMAGE'), 'node:20-bookworm-slim', 'Node 20 on Debian bookworm (slim)')
+    t.equal(args.get('NODE_IMAGE'), node, `NODE_IMAGE=${node}`)
     const names = new Set(stages.map((s) => s.name).filter((n) => n !== undefined))
-    for (const s of stages) t.ok(s.base === '${NODE_IMAGE}' || s.base === '${CUDA_IMAGE}' || names.has(s.base), `FROM ${s.base}`)
+    // FROM a base image argument, an earlier stage, or a stage chosen by an argument (every value of
+    // it naming a stage: cuda-libs-${CUDA_LIBS} with CUDA_LIBS base or pypi)
+    const choices: Record<string, string[]> = { CUDA_LIBS: ['base', 'pypi'] }
+    for (const s of stages) {
+      const chosen = /^(.*)\$\{([A-Z_]+)\}$/.exec(s.base)
+      if (s.base === '${NODE_IMAGE}' || s.base === '${CUDA_IMAGE}' || names.has(s.base)) t.pass(`FROM ${s.base}`)
+      else if (chosen !== null && choices[chosen[2]] !== undefined) {
+        t.ok(choices[chosen[2]].includes(args.get(chosen[2]) ?? ''), `${chosen[2]} defaults to one of ${choices[chosen[2]].join(', ')}`)
+        for (const v of choices[chosen[2]]) t.ok(names.has(chosen[1] + v), `FROM ${s.base}: stage ${chosen[1] + v} exists`)
+      } else t.fail(`FROM ${s.base}`)
+    }
     t.ok(stages.length >= 3, 'multi-stage')
     const final = stages[stages.length - 1]
     const all = stages.flatMap((s) => s.instructions)
@@ -187,11 +198,23 @@ for (const { file, providers } of DOCKERFILES) {
     }
 
     if (file === 'Dockerfile.cuda') {
-      t.match(args.get('CUDA_IMAGE') ?? '', /^nvidia\/cuda:12\.[\d.]+-cudnn[\d]*-runtime-ubuntu/, 'CUDA 12 + cuDNN runtime base')
+      // The provider libraries (onnxruntime-gpu 1.30 wheel) are built for CUDA 13 and cuDNN 9.
+      t.match(args.get('CUDA_IMAGE') ?? '', /^nvidia\/cuda:13\.\d+\.\d+-cudnn-runtime-ubuntu\d/, 'CUDA 13 + cuDNN runtime base')
+      t.match(text, /R580 branch or newer \(580\.65\.06\+/, 'the driver floor is stated')
       t.equal(final.base, '${CUDA_IMAGE}')
-      t.equal(envOf(stages[0]).ONNXRUNTIME_NODE_INSTALL, 'cuda12', 'onnxruntime-node CUDA 12 binaries installed')
-      t.match(runs, /onnxruntime-node\/script\/install/, 'onnxruntime-node install script run explicitly')
-      t.match(runs, /libonnxruntime_providers_cuda\.so/, 'the CUDA provider library is checked')
+      t.notMatch(text, /ONNXRUNTIME_NODE_INSTALL=|onnxruntime-node\/script\/install/, 'not onnxruntime-node\'s own download')
+      t.match(runs, /packages\['node_modules\/onnxruntime-node'\]\.version/, 'the provider version is onnxruntime-node\'s, from package-lock.json')
+      t.match(runs, /"onnxruntime-gpu==\$version"/, 'the onnxruntime-gpu wheel of that version')
+      const finalRuns = final.instructions.filter((i) => i.keyword === 'RUN').map((i) => i.args).join('\n')
+      t.match(finalRuns, /check-cuda-libs \/app\/node_modules\/onnxruntime-node\/bin\/napi-v6\/linux\/x64 \$\{RUNTIME_SONAMES\}/, 'the runtime stage runs the ldd check on the provider libraries')
+      const runtimeArgs = final.instructions.filter((i) => i.keyword === 'ARG').map((i) => i.args)
+      t.ok(runtimeArgs.includes('RUNTIME_SONAMES=libcudnn.so.9'), 'cuDNN (opened at run time) must be there by default')
+      const pypi = stages.find((st) => st.name === 'cuda-libs-pypi')?.instructions.find((i) => i.keyword === 'ARG')?.args ?? ''
+      const pins = /^CUDA_PYPI_PACKAGES="(.*)"$/.exec(pypi)?.[1].split(' ') ?? []
+      for (const [pkg, major] of [['nvidia-cuda-runtime', '13'], ['nvidia-cublas', '13'], ['nvidia-curand', '10'], ['nvidia-cudnn-cu13', '9']]) {
+        t.ok(pins.some((p) => new RegExp(`^${pkg}==${major}\\.[\\d.]+$`).test(p)), `CUDA_PYPI_PACKAGES pins ${pkg} ${major}.x`)
+      }
+      t.equal(envOf(final).NVIDIA_DRIVER_CAPABILITIES, 'compute,utility')
     } else {
       t.equal(final.base, '${NODE_IMAGE}')
       t.notMatch(text, /cuda12|ONNXRUNTIME_NODE_INSTALL/, 'no CUDA download on the CPU image')
@@ -228,9 +251,71 @@ t.test('docker/prune-binaries.mjs parses', async (t) => {
   t.equal(r.status, 0, r.stderr)
 })
 
-t.test('docker/test.sh parses', async (t) => {
-  const r = spawnSync('bash', ['-n', path.join(DOCKER, 'test.sh')], { encoding: 'utf8' })
-  t.equal(r.status, 0, r.stderr)
+t.test('docker/test.sh, docker/test-cuda.sh and docker/check-cuda-libs.sh parse', async (t) => {
+  for (const [shell, file] of [['bash', 'test.sh'], ['bash', 'test-cuda.sh'], ['sh', 'check-cuda-libs.sh']]) {
+    const r = spawnSync(shell, ['-n', path.join(DOCKER, file)], { encoding: 'utf8' })
+    t.equal(r.status, 0, `${file} ${r.stderr}`)
+  }
+  t.match(JSON.parse(read('package.json')).scripts['test:docker'], /docker\/test-cuda\.sh/, 'npm run test:docker runs the CUDA image test')
+})
+
+t.test('docker/check-cuda-libs.sh: passes when only libcuda.so.1 is missing, fails naming any other', { skip: (process.platform !== 'linux' || spawnSync('cc', ['--version']).status !== 0) && 'needs Linux and a C compiler' }, async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'vlt-ldd-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const cc = (args: string[]): void => {
+    const r = spawnSync('cc', args, { cwd: dir, encoding: 'utf8' })
+    if (r.status !== 0) throw new Error(r.stderr)
+  }
+  // g calls a driver-API-like function (cu[A-Z]…): left undefined with libcuda.so.1 absent, as allowed
+  writeFileSync(path.join(dir, 'f.c'), 'int cuVltProbe(void) { return 0; }\n')
+  writeFileSync(path.join(dir, 'g.c'), 'int cuVltProbe(void);\nint g(void) { return cuVltProbe(); }\n')
+  // stand-ins that exist only while linking: the driver's libcuda.so.1 and some other library
+  cc(['-shared', '-fPIC', '-o', 'libcuda.so.1', '-Wl,-soname,libcuda.so.1', 'f.c'])
+  cc(['-shared', '-fPIC', '-o', 'libvltother.so.7', '-Wl,-soname,libvltother.so.7', 'f.c'])
+  const make = (sub: string, needs: string): string => {
+    const d = path.join(dir, sub)
+    mkdirSync(d)
+    cc(['-shared', '-fPIC', '-o', path.join(d, 'libonnxruntime_providers_shared.so'), 'f.c'])
+    cc(['-shared', '-fPIC', '-o', path.join(d, 'libonnxruntime_providers_cuda.so'), 'g.c', path.join(dir, needs)])
+    return d
+  }
+  const driverOnly = make('driver-only', 'libcuda.so.1')
+  const other = make('other', 'libvltother.so.7')
+  rmSync(path.join(dir, 'libcuda.so.1'))
+  rmSync(path.join(dir, 'libvltother.so.7'))
+  const check = (d: string, ...sonames: string[]): ReturnType<typeof spawnSync> => spawnSync('sh', [path.join(DOCKER, 'check-cuda-libs.sh'), d, ...sonames], { encoding: 'utf8' })
+
+  const ok = check(driverOnly)
+  t.equal(ok.status, 0, String(ok.stderr))
+  t.match(String(ok.stdout), /libonnxruntime_providers_cuda\.so: .*libcuda\.so\.1 left to the driver/)
+  t.match(String(ok.stdout), /check-cuda-libs: OK/)
+
+  const bad = check(other)
+  t.equal(bad.status, 1)
+  t.match(String(bad.stderr), /libonnxruntime_providers_cuda\.so needs libvltother\.so\.7: not found/)
+
+  const noCudnn = check(driverOnly, 'libvlt-no-such-lib.so.9')
+  t.equal(noCudnn.status, 1)
+  t.match(String(noCudnn.stderr), /libvlt-no-such-lib\.so\.9 \(opened by the CUDA provider at run time\): not in the linker cache/)
+
+  // a library that is there but lacks a symbol the provider calls (a CUDA library too old for it)
+  const libs = path.join(dir, 'lib')
+  mkdirSync(libs)
+  writeFileSync(path.join(dir, 'h.c'), 'int vltProbe(void) { return 0; }\n')
+  writeFileSync(path.join(dir, 'k.c'), 'int vltProbe(void);\nint k(void) { return vltProbe(); }\n')
+  cc(['-shared', '-fPIC', '-o', path.join(libs, 'libvltold.so.3'), '-Wl,-soname,libvltold.so.3', 'h.c'])
+  const old = path.join(dir, 'old')
+  mkdirSync(old)
+  cc(['-shared', '-fPIC', '-o', path.join(old, 'libonnxruntime_providers_shared.so'), 'f.c'])
+  cc(['-shared', '-fPIC', '-o', path.join(old, 'libonnxruntime_providers_cuda.so'), 'k.c', path.join(libs, 'libvltold.so.3')])
+  cc(['-shared', '-fPIC', '-o', path.join(libs, 'libvltold.so.3'), '-Wl,-soname,libvltold.so.3', 'f.c'])
+  const tooOld = spawnSync('sh', [path.join(DOCKER, 'check-cuda-libs.sh'), old], { encoding: 'utf8', env: { ...process.env, LD_LIBRARY_PATH: libs } })
+  t.equal(tooOld.status, 1)
+  t.match(String(tooOld.stderr), /libonnxruntime_providers_cuda\.so: undefined symbol vltProbe/)
+
+  const absent = check(path.join(dir, 'nowhere'))
+  t.equal(absent.status, 1)
+  t.match(String(absent.stderr), /libonnxruntime_providers_cuda\.so: not in /)
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -278,6 +363,7 @@ t.test('docker/compose.yaml', async (t) => {
   for (const k of Object.keys(gpuEnv)) t.ok(SERVICE_VARS.has(k), `${k} is a service variable`)
   const gpuConfig = loadConfig(gpuEnv, 2)
   t.strictSame(gpuConfig.executionProviders, ['cuda', 'cpu'])
+  t.equal(gpuConfig.workers, device.count, 'one engine worker per GPU')
   t.equal(gpu.read_only, true)
   t.notSame(interpolate(gpu.ports[0]).split(':')[0], interpolate(svc.ports[0]).split(':')[0], 'the two services publish different host ports')
 
@@ -444,4 +530,122 @@ t.test('docker/k8s: Service, HPA and PDB point at the Deployment', async (t) => 
   const pdb = byKind('PodDisruptionBudget')
   for (const [k, v] of Object.entries(pdb.spec.selector.matchLabels as Obj)) t.equal(podLabels[k], v, `PDB selector ${k}`)
   t.ok(pdb.spec.minAvailable < hpa.spec.minReplicas, 'the PDB lets a node drain proceed')
+})
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes, GPU overlay (docker/k8s/gpu): applied here as kustomize would, then validated
+
+/**
+ * A strategic-merge patch as kustomize applies these: maps merge key by key, null removes a key,
+ * lists of objects with a `name` merge by name (containers, env), other lists are replaced.
+ */
+function strategicMerge (base: unknown, patch: unknown): unknown {
+  if (Array.isArray(patch)) {
+    if (!Array.isArray(base) || !patch.every((p) => typeof p === 'object' && p !== null && 'name' in p)) return patch
+    const out = base.map((b) => ({ ...b }))
+    for (const p of patch as Obj[]) {
+      const i = out.findIndex((b) => b.name === p.name)
+      if (i >= 0) out[i] = strategicMerge(out[i], p) as Obj
+      else out.push(p)
+    }
+    return out
+  }
+  if (typeof patch !== 'object' || patch === null || typeof base !== 'object' || base === null || Array.isArray(base)) return patch
+  const out: Obj = { ...(base as Obj) }
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k]
+    else out[k] = k in out ? strategicMerge(out[k], v) : v
+  }
+  return out
+}
+
+const GPU = path.join(K8S, 'gpu')
+const gpuKustomization = parseYaml(readFileSync(path.join(GPU, 'kustomization.yaml'), 'utf8')) as Obj
+const gpuFile = (f: string): Obj => parseYaml(readFileSync(path.join(GPU, f), 'utf8')) as Obj
+
+t.test('strategicMerge (control)', async (t) => {
+  t.strictSame(strategicMerge({ a: 1, b: { c: 2, d: 3 }, l: [{ name: 'x', v: 1 }, { name: 'y', v: 2 }], s: [1, 2] }, { b: { c: null, e: 4 }, l: [{ name: 'y', v: 5 }, { name: 'z' }], s: [3] }),
+    { a: 1, b: { d: 3, e: 4 }, l: [{ name: 'x', v: 1 }, { name: 'y', v: 5 }, { name: 'z' }], s: [3] })
+})
+
+t.test('docker/k8s/gpu: the overlay', async (t) => {
+  t.ok(gpuKustomization.resources.includes('../'), 'built on docker/k8s')
+  for (const r of gpuKustomization.resources.filter((r: string) => r !== '../')) t.ok(existsSync(path.join(GPU, r)), `${String(r)} exists`)
+  const files = readdirSync(GPU).filter((f) => /\.ya?ml$/.test(f) && f !== 'kustomization.yaml').sort()
+  const listed = [...gpuKustomization.resources.filter((r: string) => r !== '../'), ...gpuKustomization.patches.filter((p: Obj) => p.path !== undefined).map((p: Obj) => p.path)].sort()
+  t.strictSame(listed, files, 'kustomization.yaml uses every file in docker/k8s/gpu')
+  const hpaDelete = gpuKustomization.patches.find((p: Obj) => p.target?.kind === 'HorizontalPodAutoscaler')
+  t.match(String(hpaDelete?.patch), /\$patch: delete/, 'the CPU HPA is removed (KEDA makes its own)')
+  t.equal(hpaDelete?.target.name, byKind('HorizontalPodAutoscaler').metadata.name)
+})
+
+t.test('docker/k8s/gpu: the GPU Deployment validates and follows the service', async (t) => {
+  const base = byKind('Deployment')
+  const patch = gpuFile('deployment.yaml')
+  t.equal(patch.metadata.name, base.metadata.name, 'patches the base Deployment')
+  const dep = strategicMerge(base, patch) as Obj
+  t.doesNotThrow(() => new Deployment(dep as any).validate(), 'the merged Deployment is valid')
+  const pod = dep.spec.template.spec
+  knownKeys(t, 'pod spec', pod, 'podSpec')
+  t.equal(pod.containers.length, 1, 'the patch merges into the one container')
+  const c = pod.containers[0]
+  knownKeys(t, 'container', c, 'container')
+
+  t.equal(String(c.resources.limits['nvidia.com/gpu']), '1', 'one GPU per pod')
+  t.equal(pod.runtimeClassName, 'nvidia', 'the NVIDIA runtime class')
+  t.ok(Object.keys(pod.nodeSelector ?? {}).some((k) => k.startsWith('nvidia.com/')), 'scheduled on GPU nodes')
+  t.ok((pod.tolerations as Obj[]).some((tol) => tol.key === 'nvidia.com/gpu' && tol.effect === 'NoSchedule'), 'tolerates the GPU nodes\' taint')
+
+  const env: Record<string, string> = {}
+  for (const e of c.env) {
+    t.ok(SERVICE_VARS.has(e.name), `${String(e.name)} is a service variable`)
+    t.type(e.value, 'string', `${String(e.name)} is a string`)
+    env[e.name] = e.value
+  }
+  t.equal(env.PORT, '8080', 'the base environment is kept (env merges by name)')
+  const config = loadConfig(env, 2)
+  t.strictSame(config.executionProviders, ['cuda', 'cpu'])
+  t.equal(config.requireGpu, true, 'REQUIRE_GPU: no silent CPU fallback on a GPU node')
+  t.equal(config.workers, Number(c.resources.limits['nvidia.com/gpu']), 'one engine worker per GPU')
+  t.equal(config.cudaDeviceId, 0, 'the pod sees its one GPU as device 0')
+  t.ok(config.workers * config.threadsPerWorker <= 2 * cpuCores(c.resources.limits.cpu), 'WORKERS × THREADS_PER_WORKER ≤ 2 × CPU limit')
+  t.ok(c.startupProbe.periodSeconds * c.startupProbe.failureThreshold >= 180, 'the startup probe allows CUDA start-up')
+
+  const image = String(c.image).split(':')[0]
+  const set = (gpuKustomization.images as Obj[]).find((i) => i.name === image)
+  t.match(String(set?.newTag), /cuda/, 'the CUDA image tag')
+})
+
+t.test('docker/k8s/gpu: the PodDisruptionBudget lets a drain move the one replica', async (t) => {
+  const pdb = strategicMerge(byKind('PodDisruptionBudget'), gpuFile('pdb.yaml')) as Obj
+  t.doesNotThrow(() => new PodDisruptionBudget(pdb as any).validate())
+  t.equal(pdb.spec.minAvailable, undefined)
+  t.equal(pdb.spec.maxUnavailable, 1)
+})
+
+t.test('docker/k8s/gpu: the KEDA ScaledObject scales the Deployment on the exported queue depth', async (t) => {
+  const so = gpuFile('scaledobject.yaml')
+  const dep = byKind('Deployment')
+  t.equal(so.apiVersion, 'keda.sh/v1alpha1')
+  t.equal(so.kind, 'ScaledObject')
+  // KEDA 2.x ScaledObject fields (the CRD is not in kubernetes-models): unknown keys are typos
+  const spec = ['scaleTargetRef', 'pollingInterval', 'cooldownPeriod', 'initialCooldownPeriod', 'idleReplicaCount', 'minReplicaCount', 'maxReplicaCount', 'fallback', 'advanced', 'triggers']
+  for (const k of Object.keys(so.spec)) t.ok(spec.includes(k), `spec.${k} is a ScaledObject field`)
+  t.strictSame(so.spec.scaleTargetRef, { apiVersion: dep.apiVersion, kind: 'Deployment', name: dep.metadata.name })
+  t.ok(so.spec.minReplicaCount >= 1 && so.spec.minReplicaCount <= so.spec.maxReplicaCount, 'at least one replica, min ≤ max')
+  const behavior = so.spec.advanced.horizontalPodAutoscalerConfig.behavior
+  t.doesNotThrow(() => new HorizontalPodAutoscaler({ metadata: { name: 'x' }, spec: { scaleTargetRef: so.spec.scaleTargetRef, maxReplicas: so.spec.maxReplicaCount, behavior } } as any).validate(), 'the HPA behaviour is valid')
+
+  t.equal(so.spec.triggers.length, 1)
+  const trigger = so.spec.triggers[0]
+  t.equal(trigger.type, 'prometheus')
+  for (const k of Object.keys(trigger.metadata)) t.ok(['serverAddress', 'query', 'threshold', 'activationThreshold', 'namespace', 'customHeaders', 'ignoreNullValues', 'unsafeSsl', 'queryParameters'].includes(k), `prometheus trigger metadata.${k}`)
+  for (const k of Object.keys(trigger.metadata)) t.type(trigger.metadata[k], 'string', `metadata.${k} is a string (KEDA reads strings)`)
+  t.match(trigger.metadata.serverAddress, /^https?:\/\//)
+  t.ok(Number(trigger.metadata.threshold) > 0, 'a positive threshold')
+  const metric = /\b(vlt_[a-z_]+)\{/.exec(trigger.metadata.query)?.[1]
+  t.equal(metric, 'vlt_inference_queue_depth', 'the queue depth')
+  t.match(read('src', 'plugins', 'metrics.ts'), new RegExp(`name: '${metric ?? '-'}'`), 'a metric the service exports')
+  const matcher = /app_kubernetes_io_name="([^"]+)"/.exec(trigger.metadata.query)?.[1]
+  t.equal(matcher, dep.spec.template.metadata.labels['app.kubernetes.io/name'], 'selects the Deployment\'s pods')
 })
