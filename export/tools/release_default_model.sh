@@ -4,7 +4,8 @@
 # 1) choose raw or EMA weights on the run's own monitor set (generated, seed 777 — not val; raw when
 #    the run kept no EMA);
 # 2) export to ONNX (parity-checked); 3) evaluate on ../shared/refshapes/val and on a fresh set of
-# our own generator (seed 2) and on its hard variant (8-10 objects, seed 3); 4) record the three in
+# our own generator (seed 2) and on its hard variant (8-10 objects, seed 3), the queries' spread on val
+# (tools/query_stats) and the page's example phrases (tools/score_examples); 4) record them in
 # model.json; 5) print the learning curve.
 set -euo pipefail
 run=${1:-runs/tiny}; out=${2:-models/vlt-refshapes}; version=${3:-1.0.0}
@@ -36,6 +37,8 @@ $py -m export.evaluate --model "$out" --data "$val" --json "$run/val.json"
 $py -m export.evaluate --model "$out" --data "$run/refshapes-seed2" --json "$run/seed2.json"
 [ -f "$run/refshapes-hard-seed3/annotations.jsonl" ] || $py -m export.data.refshapes --out "$run/refshapes-hard-seed3" --seed 3 --expressions 1000 --hard
 $py -m export.evaluate --model "$out" --data "$run/refshapes-hard-seed3" --json "$run/hard-seed3.json"
+$py -m export.tools.query_stats --model "$out" --data "$val" --json "$run/queries-val.json"
+$py -m export.tools.score_examples --model "$out" --json "$run/page-examples.json"
 $py - "$run" "$pick" <<'PY'
 import json, sys
 run, pick = sys.argv[1], sys.argv[2]
@@ -47,5 +50,6 @@ json.dump(info, open(f"{run}/training.json", "w"), indent=1)
 PY
 $py -m export.tools.record_metrics "$out" --metrics "val=$run/val.json" --metrics "refshapes_seed2=$run/seed2.json" \
   --metrics "refshapes_hard_seed3=$run/hard-seed3.json" \
+  --metrics "queries_val=$run/queries-val.json" --metrics "page_examples=$run/page-examples.json" \
   --training "$run/training.json"
 $py -m export.tools.learning_curve "$run/log.jsonl"

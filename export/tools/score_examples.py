@@ -74,7 +74,7 @@ def score(model: Path, examples_dir: Path = EXAMPLES) -> List[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="model folder")
-    p.add_argument("--json", type=Path, default=None, help="also write {right, total, rows} here")
+    p.add_argument("--json", type=Path, default=None, help="also write {right, total, rule, rows} here")
     args = p.parse_args()
     rows = score(args.model)
     print("| image | expression | IoU | right |\n|---|---|---|---|")
@@ -83,7 +83,8 @@ def main() -> None:
     right = sum(r["iou"] >= 0.5 for r in rows)
     print(f"\n{right} of {len(rows)} right (IoU >= 0.5)")
     if args.json:
-        args.json.write_text(json.dumps({"right": right, "total": len(rows), "rows": rows}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"right": right, "total": len(rows), "rule": "IoU >= 0.5",
+                                         "rows": [{**r, "iou": round(r["iou"], 4)} for r in rows]}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
