@@ -10,6 +10,11 @@ documented command ``python -m export.tools.keras_roundtrip --width paper``).
 
 import copy
 import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +23,16 @@ import torch
 _MISSING = [m for m in ("tensorflow", "tf_keras", "keras_transformer") if importlib.util.find_spec(m) is None]
 pytestmark = pytest.mark.skipif(bool(_MISSING), reason=f"Keras reference not installed ({', '.join(_MISSING)}): "
                                                         "pip install -r export/requirements-keras.txt")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _keras_tool(*args: str) -> subprocess.CompletedProcess:
+    """TensorFlow runs in its own process: loaded into the test process, it makes the later import
+    of triton (by torch.optim) abort the whole suite."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "export.tools.keras_roundtrip", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+
 
 COMPONENTS = ["fv0", "fv1", "fv2", "words", "sentence", "fm", "fmq", "f_tf", "visual_queries", "attention_q",
               "attention_k", "attention_v", "queries", "memory", "responses", "confidence", "balanced", "maps",
@@ -27,11 +42,11 @@ FROM_ONNX = ["fv0", "fv1", "fv2", "mask_logits", "confidence", "word_attention"]
 
 @pytest.fixture(scope="module")
 def roundtrip(tmp_path_factory):
-    from export.tools.keras_roundtrip import run_roundtrip
-
     out = tmp_path_factory.mktemp("keras-roundtrip")
-    result = run_roundtrip(width="reduced", out=out, batch_sizes=(1, 3), lengths=(15, 20), log=lambda _: None)
-    return out, result
+    run = _keras_tool("--width", "reduced", "--out", str(out), "--batch-sizes", "1", "3", "--lengths", "15", "20")
+    result_file = out / "reduced" / "roundtrip.json"
+    assert result_file.exists(), f"the round trip did not finish (exit {run.returncode}):\n{run.stdout[-3000:]}{run.stderr[-3000:]}"
+    return out / "reduced", json.loads(result_file.read_text())
 
 
 def test_converted_and_exported_model_matches_keras_at_every_component(roundtrip):
@@ -94,45 +109,39 @@ def test_the_comparison_catches_wrong_semantics(roundtrip):
     assert _worst(open_decoder, reference)["responses"] > 100 * TOLERANCE
 
 
-def test_gru_over_many_steps_from_a_nonzero_state_matches_keras():
+def test_gru_over_many_steps_from_a_nonzero_state_matches_keras(tmp_path):
     """Keras' GRU as the released graph has it (keras 2.3.1: reset_after=False, sigmoid gates), eight
-    steps from a random initial state, against KerasGRUCell with the same weights; PyTorch's own
-    nn.GRU (reset gate after the recurrent matmul) with those weights does not match it."""
-    from export.tools.keras_vlt import keras
+    steps from a random initial state, forwards and backwards, against KerasGRUCell with the same
+    weights; PyTorch's own nn.GRU (reset gate after the recurrent matmul) with those weights differs."""
     from export.vlt.language import KerasGRUCell
 
-    rng = np.random.default_rng(0)
-    b, t, e, u = 3, 8, 5, 6
-    x = rng.standard_normal((b, t, e)).astype(np.float32)
-    h0 = rng.standard_normal((b, u)).astype(np.float32)
-    for go_backwards in (False, True):
-        gru = keras.layers.GRU(u, return_sequences=True, reset_after=False, recurrent_activation="sigmoid",
-                               go_backwards=go_backwards)
-        inp, state = keras.Input((t, e)), keras.Input((u,))
-        net = keras.Model([inp, state], gru(inp, initial_state=state))
-        kernel, recurrent, bias = (0.5 * rng.standard_normal(w.shape).astype(np.float32) for w in gru.get_weights())
-        gru.set_weights([kernel, recurrent, bias])
-        want = net.predict([x, h0], verbose=0)  # go_backwards: step i is word t-1-i
-
+    run = _keras_tool("--gru-reference", str(tmp_path / "gru.npz"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    ref = dict(np.load(tmp_path / "gru.npz"))
+    x, h0 = ref["x"], ref["h0"]
+    e, u = x.shape[2], h0.shape[1]
+    for name, backwards in (("forward", False), ("backward", True)):
+        kernel, recurrent, bias = ref[f"{name}_kernel"], ref[f"{name}_recurrent_kernel"], ref[f"{name}_bias"]
+        want = ref[f"{name}_out"]
         cell = KerasGRUCell(e, u, recurrent_activation="sigmoid")
         with torch.no_grad():
             for p, v in zip((cell.kernel, cell.recurrent_kernel, cell.bias), (kernel, recurrent, bias)):
                 p.copy_(torch.from_numpy(v))
-            got = cell(torch.from_numpy(x), reverse=go_backwards, h0=torch.from_numpy(h0)).numpy()
-        if go_backwards:
-            got = got[:, ::-1]
-        assert np.abs(got - want).max() < 1e-5, f"go_backwards={go_backwards}"
-        assert np.abs(want[:, -1] - h0).max() > 0.1  # the state moved away from h0
+            got = cell(torch.from_numpy(x), reverse=backwards, h0=torch.from_numpy(h0)).numpy()
+        if backwards:
+            got = got[:, ::-1]  # Keras returns go_backwards outputs in reading order
+        assert np.abs(got - want).max() < 1e-5, name
 
-    # nn.GRU: gates r, z, n; n = tanh(W_n x + b_n + r * (U_n h)), i.e. the reset gate after the matmul
-    ref = torch.nn.GRU(e, u, batch_first=True)
-    kz, kr, kh = np.split(kernel, 3, axis=1)
-    uz, ur, uh = np.split(recurrent, 3, axis=1)
-    bz, br, bh = np.split(bias, 3)
-    with torch.no_grad():
-        ref.weight_ih_l0.copy_(torch.from_numpy(np.concatenate([kr, kz, kh], 1).T))
-        ref.weight_hh_l0.copy_(torch.from_numpy(np.concatenate([ur, uz, uh], 1).T))
-        ref.bias_ih_l0.copy_(torch.from_numpy(np.concatenate([br, bz, bh])))
-        ref.bias_hh_l0.zero_()
-        torch_gru, _ = ref(torch.from_numpy(x[:, ::-1].copy()), torch.from_numpy(h0)[None])
-    assert np.abs(torch_gru.numpy() - want).max() > 1e-2
+        # nn.GRU: gates r, z, n; n = tanh(W_n x + b_n + r * (U_n h)), the reset gate after the matmul
+        other = torch.nn.GRU(e, u, batch_first=True)
+        kz, kr, kh = np.split(kernel, 3, axis=1)
+        uz, ur, uh = np.split(recurrent, 3, axis=1)
+        bz, br, bh = np.split(bias, 3)
+        with torch.no_grad():
+            other.weight_ih_l0.copy_(torch.from_numpy(np.concatenate([kr, kz, kh], 1).T))
+            other.weight_hh_l0.copy_(torch.from_numpy(np.concatenate([ur, uz, uh], 1).T))
+            other.bias_ih_l0.copy_(torch.from_numpy(np.concatenate([br, bz, bh])))
+            other.bias_hh_l0.zero_()
+            steps = x[:, ::-1].copy() if backwards else x
+            torch_gru, _ = other(torch.from_numpy(steps), torch.from_numpy(h0)[None])
+        assert np.abs(torch_gru.numpy() - want).max() > 1e-2, name

@@ -217,6 +217,28 @@ def format_table(result: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_gru_reference(path: Path, seed: int = 0) -> None:
+    """Keras' GRU as the released graph has it (keras 2.3.1: reset_after=False, sigmoid gates), eight
+    steps from a random non-zero initial state, forwards and with go_backwards: inputs, weights and
+    outputs to an .npz, for export/tests/test_keras_roundtrip.py to compare KerasGRUCell with."""
+    from export.tools.keras_vlt import keras
+
+    rng = np.random.default_rng(seed)
+    b, t, e, u = 3, 8, 5, 6
+    arrays = {"x": rng.standard_normal((b, t, e)).astype(np.float32), "h0": rng.standard_normal((b, u)).astype(np.float32)}
+    for name, backwards in (("forward", False), ("backward", True)):
+        gru = keras.layers.GRU(u, return_sequences=True, reset_after=False, recurrent_activation="sigmoid",
+                               go_backwards=backwards)
+        inp, state = keras.Input((t, e)), keras.Input((u,))
+        net = keras.Model([inp, state], gru(inp, initial_state=state))
+        weights = [(0.5 * rng.standard_normal(w.shape)).astype(np.float32) for w in gru.get_weights()]
+        gru.set_weights(weights)
+        for leaf, w in zip(("kernel", "recurrent_kernel", "bias"), weights):
+            arrays[f"{name}_{leaf}"] = w
+        arrays[f"{name}_out"] = net.predict([arrays["x"], arrays["h0"]], verbose=0)  # backwards: step i reads word t-1-i
+    np.savez(path, **arrays)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--width", choices=sorted(WIDTHS), default="reduced")
@@ -224,7 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 3])
     p.add_argument("--lengths", type=int, nargs="+", default=[15, 20])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gru-reference", type=Path, default=None,
+                   help="only write Keras GRU outputs from a non-zero state to this .npz (for the tests)")
     args = p.parse_args(argv)
+    if args.gru_reference is not None:
+        write_gru_reference(args.gru_reference, seed=args.seed)
+        return 0
     result = run_roundtrip(width=args.width, out=args.out / args.width, batch_sizes=args.batch_sizes,
                            lengths=args.lengths, seed=args.seed)
     print(f"max relative difference per component ({result['measure']}), {args.width} widths:")
