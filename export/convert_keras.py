@@ -24,8 +24,9 @@ be used and every parameter and buffer of the model filled (the frozen word tabl
 Keras graph takes word vectors as input, so the table comes from ``--glove``); anything else, or any
 shape mismatch, is an error.
 
-Nq and the input size are read from the file (the query conv's channels, the HW of the last
-Dense); L is not in the weights (15 for RefCOCO/RefCOCO+, 20 for G-Ref: ``--max-words``).
+Nq, the input size (the HW of the last Dense) and every width and transformer depth are read from
+the file (``infer_shape_config``); L is not in the weights (15 for RefCOCO/RefCOCO+, 20 for G-Ref:
+``--max-words``), nor is the number of heads (8).
 """
 
 from __future__ import annotations
@@ -369,23 +370,41 @@ def convert_weights(weights: KerasWeights, model: VLT) -> Dict[str, Any]:
             "keras_values": n_values, "torch_keys_filled": len(f.filled), "filled": f.filled}
 
 
+def _array(weights: KerasWeights, layer: str, leaf: str) -> np.ndarray:
+    hits = [a for k, a in weights[layer] if _leaf(k) == leaf or _leaf(k).endswith("_" + leaf)]
+    if len(hits) != 1:
+        raise ValueError(f"layer {layer!r}: expected one weight {leaf!r}, found {len(hits)}")
+    return hits[0]
+
+
 def infer_shape_config(weights: KerasWeights) -> Dict[str, int]:
-    """Nq, input size S, word size E and GRU units read off the tensors."""
+    """Every size the weights fix, read off the tensors: Nq, input size S, word size E, GRU units,
+    backbone width, D, FFN width, mask-decoder width and the transformer's depths. The number of
+    heads is not in the weights (8 in every released file); Darknet-53's depths are checked by
+    ``convert_weights``."""
     convs = _numbered(weights, "conv2d")
     dense = _numbered(weights, "dense")
     if len(convs) < 73 or len(dense) < 12:
         raise ValueError(f"not the VLT graph: {len(convs)} conv2d and {len(dense)} dense layers with weights")
-    query = dict(weights[convs[58 + KERAS_CONVS_AFTER_BACKBONE.index("qgm.query_maps")]])
-    nq = int(next(a for k, a in query.items() if _leaf(k) == "kernel").shape[-1])
-    last = dict(weights[dense[KERAS_DENSES.index("mask_decoder.response_to_map")]])
-    hw = int(next(a for k, a in last.items() if _leaf(k) == "kernel").shape[1])
+
+    def conv_out(module: str) -> int:
+        return int(_array(weights, convs[58 + KERAS_CONVS_AFTER_BACKBONE.index(module)], "kernel").shape[-1])
+
+    hw = int(_array(weights, dense[KERAS_DENSES.index("mask_decoder.response_to_map")], "kernel").shape[1])
     side = math.isqrt(hw)
     if side * side != hw:
         raise ValueError(f"the last Dense has {hw} units, not a square feature map")
     gru = _numbered(weights, "bidirectional")
     kernel = next(a for k, a in weights[gru[0]] if _leaf(k) == "kernel")
-    return {"num_queries": nq, "image_size": side * 16, "word_dim": int(kernel.shape[0]),
-            "rnn_hidden": int(kernel.shape[1] // 3)}
+    depth = {part: len([n for n in weights if re.fullmatch(rf"{part}-\d+-MultiHeadSelfAttention", n)])
+             for part in ("Encoder", "Decoder")}
+    ffn = "Encoder-1-FeedForward" if depth["Encoder"] else "Decoder-1-FeedForward"
+    return {"num_queries": conv_out("qgm.query_maps"), "image_size": side * 16, "word_dim": int(kernel.shape[0]),
+            "rnn_hidden": int(kernel.shape[1] // 3),
+            "backbone_width": int(_array(weights, convs[0], "kernel").shape[-1]),
+            "d_model": conv_out("fusion.tf_out.1"), "ffn_dim": int(_array(weights, ffn, "W1").shape[1]),
+            "decoder_width": conv_out("mask_decoder.convs.0"),
+            "enc_layers": depth["Encoder"], "dec_layers": depth["Decoder"]}
 
 
 def run_convert(

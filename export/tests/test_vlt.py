@@ -1,5 +1,6 @@
 """Invariants of the VLT network: shapes of every component, gradients, overfitting, presets."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -104,25 +105,35 @@ def test_paper_preset_parameter_count():
     trainable = count_parameters(model)
     # Keras counts BatchNorm moving statistics as (non-trainable) parameters too.
     bn_stats = sum(b.numel() for n, b in model.named_buffers() if "running" in n)
-    total = trainable + bn_stats
-    assert abs(total - 89.3e6) / 89.3e6 < 0.01, f"paper preset has {total / 1e6:.2f} M parameters"
+    # exactly the weights of the released graph's layers, listed from the original code
+    from export.tests.test_convert_keras import keras_paper_graph
+
+    released = sum(int(np.prod(shape)) for _, weights in keras_paper_graph() for _, shape in weights)
+    assert trainable + bn_stats == released, f"paper preset has {trainable + bn_stats}, the released graph {released}"
     assert 55e6 < count_parameters(model.backbone) < 57e6  # Darknet-53 + six head convs, ~56 M
     assert cfg.feature_size == 26 and cfg.mask_size == 208 and cfg.c5 == 1024
     assert model.qgm.convs[0][0].in_channels == 518
     assert model.transformer.encoder[0].ffn.linear1.out_features == 256
 
 
-def test_keras_gru_matches_a_hand_computed_step():
+def test_keras_gru_matches_hand_computed_steps_from_a_nonzero_state():
+    """Keras' reset_after=False GRU, step by step: the reset gate multiplies h before the recurrent
+    matmul. From a non-zero state and over several steps, which a one-step test from h = 0 cannot
+    tell from PyTorch's nn.GRU (export/tests/test_keras_roundtrip.py checks it against Keras itself)."""
     torch.manual_seed(0)
     cell = KerasGRUCell(3, 2, recurrent_activation="sigmoid")
-    x = torch.randn(1, 1, 3)
-    h0 = torch.zeros(1, 2)
+    with torch.no_grad():
+        cell.bias.normal_()
+    x = torch.randn(2, 5, 3)
+    h = torch.randn(2, 2)
+    got = cell(x, h0=h)
     k, u, b = cell.kernel, cell.recurrent_kernel, cell.bias
-    z = torch.sigmoid(x[0] @ k[:, :2] + h0 @ u[:, :2] + b[:2])
-    r = torch.sigmoid(x[0] @ k[:, 2:4] + h0 @ u[:, 2:4] + b[2:4])
-    hh = torch.tanh(x[0] @ k[:, 4:] + (r * h0) @ u[:, 4:] + b[4:])
-    expected = z * h0 + (1 - z) * hh
-    assert torch.allclose(cell(x)[0, 0], expected[0], atol=1e-6)
+    for t in range(5):
+        z = torch.sigmoid(x[:, t] @ k[:, :2] + h @ u[:, :2] + b[:2])
+        r = torch.sigmoid(x[:, t] @ k[:, 2:4] + h @ u[:, 2:4] + b[2:4])
+        hh = torch.tanh(x[:, t] @ k[:, 4:] + (r * h) @ u[:, 4:] + b[4:])
+        h = z * h + (1 - z) * hh
+        assert torch.allclose(got[:, t], h, atol=1e-6), f"step {t}"
 
 
 def test_reverse_gru_reads_from_the_end():

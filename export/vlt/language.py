@@ -70,12 +70,13 @@ class KerasGRUCell(nn.Module):
             return torch.clamp(0.2 * x + 0.5, 0.0, 1.0)  # Keras hard_sigmoid
         return torch.sigmoid(x)
 
-    def forward(self, x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, reverse: bool = False, h0: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         Arguments:
           x (torch.Tensor): B x L x E.
           reverse (bool): run from the last word to the first (Keras go_backwards); the outputs are
             returned in the original word order.
+          h0 (torch.Tensor | None): B x units initial state (Keras initial_state); zeros when None.
         Returns:
           torch.Tensor: B x L x units, the hidden state after each word.
         """
@@ -84,7 +85,7 @@ class KerasGRUCell(nn.Module):
         xp = torch.matmul(x, self.kernel) + self.bias  # B x L x 3U: input projections of all steps
         uz, ur, uh = self.recurrent_kernel.split(u, dim=1)
         urz = torch.cat([uz, ur], dim=1)
-        h = x.new_zeros(b, u)
+        h = x.new_zeros(b, u) if h0 is None else h0
         outs = [h] * length
         steps = range(length - 1, -1, -1) if reverse else range(length)
         for t in steps:
