@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import multipart from '@fastify/multipart'
 import type { Config } from './config.js'
-import { errorHandler, ERR_NOT_FOUND } from './errors.js'
+import { errorHandler, ERR_METHOD_NOT_ALLOWED, ERR_NOT_FOUND } from './errors.js'
 import type { Segmenter } from './model/segmenter.js'
 import authPlugin from './plugins/auth.js'
 import metricsPlugin, { type Metrics } from './plugins/metrics.js'
@@ -55,7 +55,21 @@ export function buildApp (config: Config, deps: AppDeps = {}): FastifyInstance {
   })
 
   app.setErrorHandler(errorHandler)
-  app.setNotFoundHandler(async (request) => { throw ERR_NOT_FOUND(request.method, request.url.split('?')[0]) })
+  // A path the service has, asked with another method, is 405 with Allow (RFC 9110); else 404.
+  const methodsByPath = new Map<string, Set<string>>()
+  app.addHook('onRoute', (route) => {
+    const methods = methodsByPath.get(route.url) ?? new Set<string>()
+    for (const m of [route.method].flat()) methods.add(m)
+    methodsByPath.set(route.url, methods)
+  })
+  app.setNotFoundHandler(async (request, reply) => {
+    const path = request.url.split('?')[0]
+    const methods = methodsByPath.get(path)
+    if (methods === undefined) throw ERR_NOT_FOUND(request.method, path)
+    const allow = [...methods].sort().join(', ')
+    void reply.header('allow', allow)
+    throw ERR_METHOD_NOT_ALLOWED(request.method, path, allow)
+  })
 
   void app.register(authPlugin)
   void app.register(multipart, {

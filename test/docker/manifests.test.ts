@@ -26,6 +26,8 @@ const read = (...p: string[]): string => readFileSync(path.join(ROOT, ...p), 'ut
 const SERVICE_VARS = new Set(Object.keys(envSchema.properties))
 const DEFAULT_PORT = envSchema.properties.PORT.default
 const DEFAULT_GRACE_MS = envSchema.properties.SHUTDOWN_GRACE_MS.default
+/** The Node.js major the project runs on: .nvmrc, package.json engines and the images agree. */
+const NODE_MAJOR = read('.nvmrc').trim()
 
 /** Every `app.get('/x'` / `app.post('/x'` route registered under src/routes. */
 function serviceRoutes (): Map<string, string> {
@@ -144,7 +146,7 @@ for (const { file, providers } of DOCKERFILES) {
     t.strictSame(problems, [], 'dockerfile-utils lint is clean')
 
     const { args, stages } = parseDockerfile(text)
-    t.equal(args.get('NODE_IMAGE'), 'node:20-bookworm-slim', 'Node 20 on Debian bookworm (slim)')
+    t.match(args.get('NODE_IMAGE') ?? '', new RegExp(`^node:${NODE_MAJOR}-(trixie|bookworm)-slim$`), `Node ${NODE_MAJOR} (.nvmrc) on Debian slim`)
     const names = new Set(stages.map((s) => s.name).filter((n) => n !== undefined))
     for (const s of stages) t.ok(s.base === '${NODE_IMAGE}' || s.base === '${CUDA_IMAGE}' || names.has(s.base), `FROM ${s.base}`)
     t.ok(stages.length >= 3, 'multi-stage')
@@ -194,11 +196,24 @@ for (const { file, providers } of DOCKERFILES) {
       t.match(runs, /libonnxruntime_providers_cuda\.so/, 'the CUDA provider library is checked')
     } else {
       t.equal(final.base, '${NODE_IMAGE}')
-      t.notMatch(text, /cuda12|ONNXRUNTIME_NODE_INSTALL/, 'no CUDA download on the CPU image')
-      t.match(read('.npmrc'), /^onnxruntime-node-install=skip$/m, '.npmrc skips the CUDA download')
+      t.notMatch(text, /cuda12/, 'no CUDA download on the CPU image')
+      t.equal(envOf(stages[0]).ONNXRUNTIME_NODE_INSTALL, 'skip', 'onnxruntime-node\'s own switch skips its download')
     }
   })
 }
+
+t.test('Node.js version and install scripts', async (t) => {
+  const pkg = JSON.parse(read('package.json'))
+  t.match(NODE_MAJOR, /^\d+$/, '.nvmrc names a major version')
+  t.equal(pkg.engines.node, `>=${NODE_MAJOR}`, 'package.json engines follow .nvmrc')
+  t.equal(pkg.devDependencies['@types/node'].replace(/^\^/, '').split('.')[0], NODE_MAJOR, '@types/node of the same major')
+  // npm runs no dependency install script unless allowScripts approves it; onnxruntime-node's
+  // would download the CUDA provider (its CPU binaries are in the package).
+  t.equal(pkg.allowScripts?.['onnxruntime-node'], false, 'onnxruntime-node\'s download script is denied')
+  // npm warns on every command about a key it does not know
+  const keys = read('.npmrc').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#')).map((l) => l.split('=')[0].trim())
+  t.notOk(keys.includes('onnxruntime-node-install'), '.npmrc holds no key npm does not know')
+})
 
 t.test('.dockerignore sends what the Dockerfiles copy, and little else', async (t) => {
   const ignored = dockerignore(read('.dockerignore'))
