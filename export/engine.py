@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch

@@ -51,7 +51,6 @@ Main API
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import json
 import math
@@ -574,7 +573,6 @@ def generate_scene(rng: np.random.Generator, config: RefShapesConfig | None = No
     """
     config = config or RefShapesConfig()
     objs = sample_objects(rng, config)
-    S = config.image_size
     g = rng.uniform(*config.grey_range)
     grey = tuple(float(g + rng.uniform(-config.channel_jitter, config.channel_jitter)) for _ in range(3))
     grad_a = float(rng.uniform(-config.gradient_amplitude, config.gradient_amplitude))

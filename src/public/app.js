@@ -56,7 +56,7 @@ async function showModelStatus () {
     const body = await res.json()
     el.modelStatus.replaceChildren(
       'Model ', strong(body.model), ' on ', strong(body.provider), ' — ',
-      body.status === 'ready' ? 'ready' : `${body.status.replace('_', ' ')} (${body.workers.live}/${body.workers.configured} workers)`,
+      body.status === 'ready' ? 'ready' : `${body.status.replace('_', ' ')} (${body.workers.live}/${body.workers.configured} workers)`
     )
     if (body.status === 'starting') setTimeout(showModelStatus, 3000)
   } catch {

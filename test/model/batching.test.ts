@@ -8,7 +8,6 @@ import { letterboxGeometry } from '../../src/image/preprocess.js'
 import { createFeatureCache, entryBytes } from '../../src/model/feature-cache.js'
 import { build, FAKE_JOB_SIZE as S, fakeJob as job, fakePool, form, later, rectImage, testConfig } from '../helper.js'
 
-
 t.test('a lone request waits for company at most MAX_BATCH_WAIT_MS', async (t) => {
   // Generous slack: these must hold on a loaded machine too; the point is the bound, not speed.
   for (const wait of [0, 300]) {

@@ -2,7 +2,6 @@
 import t from 'tap'
 import { fakeJob as job, fakePool, later, testConfig } from '../helper.js'
 
-
 t.test('a job whose client went away leaves the queue without running', async (t) => {
   const pool = fakePool(testConfig({ workers: 1, maxBatch: 8 }))
   t.teardown(() => pool.close())
