@@ -136,7 +136,7 @@ const DOCKERFILES = [
 ] as const
 
 t.test('dockerfile-utils catches errors (control)', async (t) => {
-  t.ok(dockerfileUtils.validate('FROM node:20-bookworm-slim\nEXPOZE 8080\nHEALTHCHECK --interval=1x CMD true\n').length >= 2)
+  t.ok(dockerfileUtils.validate('FROM node:24-trixie-slim\nEXPOZE 8080\nHEALTHCHECK --interval=1x CMD true\n').length >= 2)
 })
 
 for (const { file, providers } of DOCKERFILES) {
