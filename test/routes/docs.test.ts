@@ -25,6 +25,6 @@ t.test('GET /docs: the page, its assets and the spec, all from this origin', asy
   const json = await app.inject('/docs/json')
   t.equal(json.statusCode, 200)
   const served = json.json()
-  t.strictSame(served.servers, [{ url: '/', description: 'this server' }], '"Try it out" targets this server')
-  t.strictSame({ ...served, servers: spec.servers }, spec, 'the same document as openapi.yaml')
+  t.strictSame(served.servers.map((s: { url: string }) => s.url), ['/'], '"Try it out" targets this server')
+  t.strictSame(served, spec, 'the same document as openapi.yaml')
 })
