@@ -118,7 +118,7 @@ for (const m of args.model) {
 }
 
 const f = (x, d = 2) => Number.isFinite(x) ? x.toFixed(d) : String(x)
-console.log(`| model | provider | graph | batch | p50 ms | p90 ms | images/s (at p50) | golden max abs diff vs CPU |`)
+console.log('| model | provider | graph | batch | p50 ms | p90 ms | images/s (at p50) | golden max abs diff vs CPU |')
 console.log('|---|---|---|---:|---:|---:|---:|---|')
 for (const r of rows) console.log(`| ${r.model} | ${args.provider} | model.onnx | ${r.batch} | ${f(r.p50)} | ${f(r.p90)} | ${f(r.ips, 1)} | ${r.diff.toExponential(2)} ${r.ok ? '(<= ' + atol + ')' : 'FAIL'} |`)
 console.log(JSON.stringify({ provider: args.provider, ort: ort.env.versions?.common, device: Number(args.device), seconds, rows }))

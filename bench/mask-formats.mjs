@@ -49,7 +49,7 @@ async function time (fn) {
   return { ms: median(ts), out }
 }
 
-console.log(`| image | mask | area | png ms (bytes) | coco_rle ms (bytes) | polygon ms (bytes, parts) |`)
+console.log('| image | mask | area | png ms (bytes) | coco_rle ms (bytes) | polygon ms (bytes, parts) |')
 console.log('| --- | --- | --- | --- | --- | --- |')
 for (const [w, h] of [[640, 480], [1920, 1080], [4000, 3000], [6000, 6000]]) {
   for (const kind of ['blobs', 'noise']) {

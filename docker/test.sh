@@ -176,9 +176,9 @@ log "headers: $(grep -i -E '^(x-model|x-mask-score|x-image-size):' "$TMP/headers
 
 # ---- 7. metrics ---------------------------------------------------------------------------------
 curl -sS -o "$TMP/metrics.txt" "$URL/metrics" || fail "GET /metrics"
-# default process metrics (the service prefixes them: vlt_process_resident_memory_bytes) and the
-# service's own request counter, which has seen the /segment call
-grep -Eq '^([a-z]+_)?process_resident_memory_bytes ' "$TMP/metrics.txt" || fail "/metrics lacks process_resident_memory_bytes"
+# the default process metrics under their standard names, and the service's own request counter,
+# which has seen the /segment call
+grep -Eq '^process_resident_memory_bytes ' "$TMP/metrics.txt" || fail "/metrics lacks process_resident_memory_bytes"
 grep -Eq '^vlt_[a-z_]+\{.*"/segment".*\} [1-9]' "$TMP/metrics.txt" || fail "/metrics counts no /segment request"
 log "/metrics ok ($(grep -c '^[a-z]' "$TMP/metrics.txt") samples); container memory $(docker stats --no-stream --format '{{.MemUsage}}' "$CID")"
 

@@ -6,11 +6,12 @@ import { randomUUID } from 'node:crypto'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import multipart from '@fastify/multipart'
 import type { Config } from './config.js'
-import { errorHandler, ERR_NOT_FOUND } from './errors.js'
+import { errorHandler, ERR_METHOD_NOT_ALLOWED, ERR_NOT_FOUND } from './errors.js'
 import type { Segmenter, SegmenterFactory } from './model/segmenter.js'
 import authPlugin from './plugins/auth.js'
 import metricsPlugin, { type Metrics } from './plugins/metrics.js'
 import segmenterPlugin from './plugins/segmenter.js'
+import docsRoutes from './routes/docs.js'
 import healthRoutes from './routes/health.js'
 import metricsRoutes from './routes/metrics.js'
 import openapiRoutes from './routes/openapi.js'
@@ -55,6 +56,24 @@ export function buildApp (config: Config, deps: AppDeps = {}): FastifyInstance {
   })
 
   app.setErrorHandler(errorHandler)
+  // A path the service has, asked with another method, is 405 with Allow (RFC 9110); else 404.
+  // Decided on arrival, before a body is read (Fastify would otherwise parse, or refuse, the body
+  // of e.g. QUERY first).
+  const methodsByPath = new Map<string, Set<string>>()
+  app.addHook('onRoute', (route) => {
+    const methods = methodsByPath.get(route.url) ?? new Set<string>()
+    for (const m of [route.method].flat()) methods.add(m)
+    methodsByPath.set(route.url, methods)
+  })
+  app.addHook('onRequest', async (request, reply) => {
+    if (!request.is404) return
+    const path = request.url.split('?')[0]
+    const methods = methodsByPath.get(path)
+    if (methods === undefined) return
+    const allow = [...methods].sort().join(', ')
+    void reply.header('allow', allow)
+    throw ERR_METHOD_NOT_ALLOWED(request.method, path, allow)
+  })
   app.setNotFoundHandler(async (request) => { throw ERR_NOT_FOUND(request.method, request.url.split('?')[0]) })
 
   void app.register(authPlugin)
@@ -74,6 +93,7 @@ export function buildApp (config: Config, deps: AppDeps = {}): FastifyInstance {
   void app.register(healthRoutes)
   void app.register(metricsRoutes)
   void app.register(openapiRoutes)
+  void app.register(docsRoutes)
   void app.register(segmentRoutes)
   void app.register(pageRoutes)
   return app

@@ -79,7 +79,7 @@ const SETTINGS = {
   FEATURE_CACHE_MB: { section: 'segmenter', schema: { type: 'number', minimum: 0, maximum: 1_000_000, default: 64, description: 'LRU cache of backbone features by image content (a repeated image skips the backbone); 0 = off' } },
   QUEUE_SIZE: { section: 'engine', schema: { type: 'integer', minimum: 0, maximum: 100_000, default: 64, description: 'requests waiting for a worker before 503' } },
   REQUEST_TIMEOUT_MS: { section: 'http', schema: { type: 'integer', minimum: 1, maximum: 600_000, default: 15_000, description: 'per-request deadline (504 after it)' } },
-  SHUTDOWN_GRACE_MS: { section: 'server', schema: { type: 'integer', minimum: 0, maximum: 600_000, default: 10_000, description: 'time accepted requests get to finish on SIGTERM/SIGINT' } },
+  SHUTDOWN_GRACE_MS: { section: 'server', schema: { type: 'integer', minimum: 0, maximum: 600_000, default: 15_000, description: 'time accepted requests get to finish on SIGTERM/SIGINT; the default equals REQUEST_TIMEOUT_MS\'s, so a request accepted just before the signal can still finish' } },
   SHUTDOWN_DELAY_MS: { section: 'server', schema: { type: 'integer', minimum: 0, maximum: 600_000, default: 0, description: 'on SIGTERM/SIGINT, keep listening this long (readiness 503, new /segment 503) before closing the listener' } },
   API_KEYS: { section: 'auth', schema: { type: 'string', default: '', description: 'comma-separated API keys; when set, requests need Authorization: Bearer <key> (401 SEG_ERR_UNAUTHORIZED)' }, parse: list },
   AUTH_OPEN_PATHS: { section: 'auth', schema: { type: 'string', default: '/healthz,/readyz,/metrics', description: 'comma-separated paths that need no API key' }, parse: list },

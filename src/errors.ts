@@ -73,6 +73,7 @@ export const ERR_UNAUTHORIZED = createError('SEG_ERR_UNAUTHORIZED', '%s', 401)
 export const ERR_RATE_LIMITED = createError('SEG_ERR_RATE_LIMITED', 'Too many requests for this API key; try again in %s s', 429)
 // 404 / 405
 export const ERR_NOT_FOUND = createError('SEG_ERR_NOT_FOUND', 'Route %s %s not found', 404)
+export const ERR_METHOD_NOT_ALLOWED = createError('SEG_ERR_METHOD_NOT_ALLOWED', 'Method %s is not allowed on %s; allowed: %s', 405)
 // 406: nothing the client accepts can be produced.
 export const ERR_NOT_ACCEPTABLE = createError('SEG_ERR_NOT_ACCEPTABLE', '%s', 406)
 // 413: too many bytes or pixels.

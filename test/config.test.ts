@@ -17,6 +17,11 @@ t.test('defaults: the model folder on 0.0.0.0:8080', async (t) => {
   t.ok(Object.isFrozen(c))
 })
 
+t.test('defaults: a request accepted just before SIGTERM may use its whole deadline', async (t) => {
+  const c = loadConfig({}, 2)
+  t.ok(c.shutdownGraceMs >= c.requestTimeoutMs, `SHUTDOWN_GRACE_MS ${c.shutdownGraceMs} >= REQUEST_TIMEOUT_MS ${c.requestTimeoutMs}`)
+})
+
 t.test('every schema variable maps to a config field', async (t) => {
   const c = loadConfig({}, 2) as unknown as Record<string, unknown>
   for (const key of Object.keys(envSchema.properties)) {

@@ -52,6 +52,13 @@ export function checkResponse (method: string, path: string, res: LightMyRequest
   return problems
 }
 
+/** Problems with one example value against the schema beside it (a `$ref` or inline); empty when it conforms. */
+export function checkExample (schema: any, value: unknown): string[] {
+  const validate = schema.$ref !== undefined ? ajv.getSchema(pointer(...String(schema.$ref).replace(/^#\//, '').split('/'))) : ajv.compile(schema)
+  if (validate === undefined) return [`no schema at ${String(schema.$ref)}`]
+  return validate(value) ? [] : [ajv.errorsText(validate.errors)]
+}
+
 /** The multipart fields of a /segment request, checked against the request body schema. */
 export function checkSegmentForm (fields: { image?: unknown, expression?: string | string[], threshold?: string, [k: string]: unknown }): string[] {
   const validate = ajv.getSchema('openapi.json#/components/schemas/SegmentForm')!

@@ -1,15 +1,49 @@
 /** openapi.yaml and the running app cannot drift: real responses are validated against it. */
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { build, form, type FormFields, rectImage } from './helper.js'
-import { checkResponse, checkSegmentForm, spec } from './openapi-validator.js'
+import { build, form, type FormFields, rectImage, testConfig } from './helper.js'
+import { checkExample, checkResponse, checkSegmentForm, spec } from './openapi-validator.js'
 
 const img = await rectImage(40, 30, { x: 4, y: 4, w: 10, h: 10 })
 
 t.test('openapi.yaml is OpenAPI 3.x and lists every route', async (t) => {
   t.match(spec.openapi, /^3\./)
-  t.strictSame(Object.keys(spec.paths).sort(), ['/healthz', '/metrics', '/openapi.yaml', '/readyz', '/segment'])
+  t.strictSame(Object.keys(spec.paths).sort(), ['/docs', '/healthz', '/metrics', '/openapi.yaml', '/readyz', '/segment'])
+  t.equal(spec.info.license?.identifier, 'MIT', 'a licence')
+  // 401/429 are possible on every operation once API_KEYS (and RATE_LIMIT_RPS) are set
+  for (const [path, ops] of Object.entries<any>(spec.paths)) {
+    for (const [method, op] of Object.entries<any>(ops)) t.ok('401' in op.responses && '429' in op.responses, `${method.toUpperCase()} ${path} lists 401 and 429`)
+  }
   t.strictSame(Object.keys(spec.paths['/segment'].post.responses).sort(), ['200', '400', '401', '406', '413', '415', '422', '429', '500', '503', '504'])
+})
+
+t.test('every example in openapi.yaml conforms to its schema', async (t) => {
+  let n = 0
+  const visit = (node: any, where: string): void => {
+    if (node === null || typeof node !== 'object') return
+    if (node.schema !== undefined && (node.example !== undefined || node.examples !== undefined)) {
+      const values = node.example !== undefined ? [node.example] : Object.values<any>(node.examples).map((e) => e.value)
+      for (const value of values) {
+        n++
+        const problems = checkExample(node.schema, value)
+        t.strictSame(problems, [], `${where}: example conforms`)
+      }
+    }
+    for (const [k, v] of Object.entries(node)) if (k !== 'example' && k !== 'examples') visit(v, `${where}/${k}`)
+  }
+  visit(spec.paths, '#/paths')
+  visit(spec.components.responses, '#/components/responses')
+  t.ok(n >= 12, `${n} examples checked`)
+  t.not(checkExample({ $ref: '#/components/schemas/Health' }, { status: 'down', uptime_s: 1 }).length, 0, 'control: a wrong example is caught')
+})
+
+t.test('the limits in openapi.yaml are the service\'s defaults', async (t) => {
+  const config = testConfig()
+  const form = spec.components.schemas.SegmentForm.properties
+  t.equal(form.image.minLength, 1, 'a non-empty file')
+  t.equal(form.image.maxLength, config.maxImageBytes, 'MAX_IMAGE_BYTES')
+  t.equal(spec.components.schemas.Expression.maxLength, config.maxTextLength, 'MAX_TEXT_LENGTH')
+  t.equal(form.expression.oneOf[1].maxItems, config.maxExpressions, 'MAX_EXPRESSIONS')
 })
 
 t.test('GET /openapi.yaml serves the file', async (t) => {

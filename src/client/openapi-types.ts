@@ -71,12 +71,18 @@ export interface paths {
         };
         /**
          * Prometheus metrics
-         * @description Text exposition format. Includes `vlt_http_requests_total` and
+         * @description Prometheus text exposition format. The service's own metrics: `vlt_http_requests_total` and
          *     `vlt_http_request_duration_seconds` (by method, route, status_code),
-         *     `vlt_segment_stage_duration_seconds` (by stage), `vlt_inference_queue_depth`,
-         *     `vlt_inference_batch_size`, `vlt_inference_workers` (by state),
-         *     `vlt_inference_worker_restarts`, `vlt_execution_provider` (by provider), `vlt_ready` and
-         *     `vlt_model_info`, plus the process metrics.
+         *     `vlt_segment_stage_duration_seconds` (by stage), `vlt_inference_batch_size` (rows per
+         *     session.run), `vlt_backbone_batch_size` (images per backbone pass),
+         *     `vlt_feature_cache_hits_total`, `vlt_feature_cache_misses_total`,
+         *     `vlt_feature_cache_evictions_total`, `vlt_feature_cache_bytes` (by kind: used, capacity),
+         *     `vlt_feature_cache_entries`, `vlt_inference_queue_depth`, `vlt_inference_workers` (by state:
+         *     configured, live, busy), `vlt_inference_worker_restarts`, `vlt_execution_provider` (by
+         *     provider), `vlt_ready` and `vlt_model_info` (by name, version, preset, provider, input_size,
+         *     max_words, num_queries). Plus prom-client's default Node.js metrics under their standard
+         *     names (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+         *     `nodejs_eventloop_lag_seconds`, `nodejs_heap_size_used_bytes`, `nodejs_gc_duration_seconds`, …).
          */
         get: operations["metrics"];
         put?: never;
@@ -104,6 +110,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/docs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Interactive documentation of this file (Swagger UI)
+         * @description Served from this server with its assets (`/docs/static/…`); nothing is loaded from elsewhere.
+         */
+        get: operations["docs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -123,10 +149,7 @@ export interface components {
              *     A form has at most MAX_FORM_FIELDS text fields (default 16) and MAX_FORM_PARTS parts
              *     (default 20).
              */
-            expression: string | [
-                string,
-                ...string[]
-            ];
+            expression: components["schemas"]["Expression"] | components["schemas"]["Expression"][];
             /** @description Mask threshold on the probability, 0–1. Default from the model (`output.threshold` in model.json). */
             threshold?: string;
             format?: components["schemas"]["MaskFormat"];
@@ -183,6 +206,7 @@ export interface components {
                 ...number[]
             ][];
         };
+        Expression: string;
         SegmentResponse: {
             model: {
                 name: string;
@@ -275,7 +299,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {string} */
-                code: "SEG_ERR_INVALID_FIELD" | "SEG_ERR_MISSING_FIELD" | "SEG_ERR_MULTIPART" | "SEG_ERR_IMAGE_DECODE" | "SEG_ERR_VALIDATION" | "SEG_ERR_BAD_REQUEST" | "SEG_ERR_EXPRESSION_TOO_LONG" | "SEG_ERR_TOO_MANY_EXPRESSIONS" | "SEG_ERR_TOO_MANY_FILES" | "SEG_ERR_UNAUTHORIZED" | "SEG_ERR_RATE_LIMITED" | "SEG_ERR_TOO_MANY_FIELDS" | "SEG_ERR_TOO_MANY_PARTS" | "SEG_ERR_NOT_FOUND" | "SEG_ERR_NOT_ACCEPTABLE" | "SEG_ERR_PAYLOAD_TOO_LARGE" | "SEG_ERR_IMAGE_TOO_LARGE" | "SEG_ERR_UNSUPPORTED_MEDIA_TYPE" | "SEG_ERR_NOT_AN_IMAGE" | "SEG_ERR_IMAGE_FORMAT" | "SEG_ERR_NO_KNOWN_WORDS" | "SEG_ERR_NOT_READY" | "SEG_ERR_SHUTTING_DOWN" | "SEG_ERR_QUEUE_FULL" | "SEG_ERR_WORKER_CRASHED" | "SEG_ERR_DEADLINE" | "SEG_ERR_INTERNAL";
+                code: "SEG_ERR_INVALID_FIELD" | "SEG_ERR_MISSING_FIELD" | "SEG_ERR_MULTIPART" | "SEG_ERR_IMAGE_DECODE" | "SEG_ERR_VALIDATION" | "SEG_ERR_BAD_REQUEST" | "SEG_ERR_EXPRESSION_TOO_LONG" | "SEG_ERR_TOO_MANY_EXPRESSIONS" | "SEG_ERR_TOO_MANY_FILES" | "SEG_ERR_UNAUTHORIZED" | "SEG_ERR_RATE_LIMITED" | "SEG_ERR_TOO_MANY_FIELDS" | "SEG_ERR_TOO_MANY_PARTS" | "SEG_ERR_NOT_FOUND" | "SEG_ERR_METHOD_NOT_ALLOWED" | "SEG_ERR_NOT_ACCEPTABLE" | "SEG_ERR_PAYLOAD_TOO_LARGE" | "SEG_ERR_IMAGE_TOO_LARGE" | "SEG_ERR_UNSUPPORTED_MEDIA_TYPE" | "SEG_ERR_NOT_AN_IMAGE" | "SEG_ERR_IMAGE_FORMAT" | "SEG_ERR_NO_KNOWN_WORDS" | "SEG_ERR_NOT_READY" | "SEG_ERR_SHUTTING_DOWN" | "SEG_ERR_QUEUE_FULL" | "SEG_ERR_WORKER_CRASHED" | "SEG_ERR_DEADLINE" | "SEG_ERR_INTERNAL";
                 message: string;
                 /** @description Machine-readable detail (e.g. `unknownWords` for SEG_ERR_NO_KNOWN_WORDS). */
                 details?: Record<string, never>;
@@ -297,6 +321,14 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "SEG_ERR_MISSING_FIELD",
+                 *         "message": "Expected an image file for image but received nothing"
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["Error"];
             };
         };
@@ -307,6 +339,14 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "SEG_ERR_NOT_ACCEPTABLE",
+                 *         "message": "Expected one expression for Accept: image/png but received 2; ask for application/json"
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["Error"];
             };
         };
@@ -322,6 +362,14 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "SEG_ERR_PAYLOAD_TOO_LARGE",
+                 *         "message": "The uploaded file is too large"
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["Error"];
             };
         };
@@ -332,6 +380,14 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "SEG_ERR_NOT_AN_IMAGE",
+                 *         "message": "The uploaded file is not an image in a supported format (JPEG, PNG, WebP, GIF, TIFF or AVIF)"
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["Error"];
             };
         };
@@ -347,6 +403,14 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "SEG_ERR_UNAUTHORIZED",
+                 *         "message": "An API key is required: send Authorization: Bearer <key>"
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["Error"];
             };
         };
@@ -361,6 +425,14 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "SEG_ERR_RATE_LIMITED",
+                 *         "message": "Too many requests for this API key; try again in 1 s"
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["Error"];
             };
         };
@@ -371,6 +443,25 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "SEG_ERR_NO_KNOWN_WORDS",
+                 *         "message": "The expression has no word the model knows (unknown: zzyzx, qwxv)",
+                 *         "details": {
+                 *           "unknownWords": [
+                 *             {
+                 *               "index": 0,
+                 *               "words": [
+                 *                 "zzyzx",
+                 *                 "qwxv"
+                 *               ]
+                 *             }
+                 *           ]
+                 *         }
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["Error"];
             };
         };
@@ -381,6 +472,14 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "SEG_ERR_INTERNAL",
+                 *         "message": "Internal Server Error"
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["Error"];
             };
         };
@@ -398,6 +497,14 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "SEG_ERR_QUEUE_FULL",
+                 *         "message": "Too many requests are waiting (64 queued); try again shortly"
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["Error"];
             };
         };
@@ -412,6 +519,14 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
+                /**
+                 * @example {
+                 *       "error": {
+                 *         "code": "SEG_ERR_DEADLINE",
+                 *         "message": "The request did not finish within 15000 ms"
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["Error"];
             };
         };
@@ -501,9 +616,17 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "ok",
+                     *       "uptime_s": 59.8
+                     *     }
+                     */
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["RateLimited"];
         };
     };
     readyz: {
@@ -522,9 +645,22 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "ready",
+                     *       "model": "vlt-refshapes@1.2.0",
+                     *       "provider": "cpu",
+                     *       "workers": {
+                     *         "configured": 2,
+                     *         "live": 2
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["Readiness"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["RateLimited"];
             /** @description Starting or shutting down. */
             503: {
                 headers: {
@@ -533,6 +669,17 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "starting",
+                     *       "model": "vlt-refshapes@1.2.0",
+                     *       "provider": "pending",
+                     *       "workers": {
+                     *         "configured": 2,
+                     *         "live": 0
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["Readiness"];
                 };
             };
@@ -554,9 +701,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example # HELP vlt_ready 1 when /readyz answers 200
+                     *     # TYPE vlt_ready gauge
+                     *     vlt_ready 1
+                     */
                     "text/plain": string;
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["RateLimited"];
         };
     };
     openapi: {
@@ -575,9 +729,38 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/yaml": string;
+                    "application/yaml": {
+                        openapi: string;
+                        info: Record<string, never>;
+                        paths: Record<string, never>;
+                    };
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["RateLimited"];
+        };
+    };
+    docs: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The Swagger UI page. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["RateLimited"];
         };
     };
 }

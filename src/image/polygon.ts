@@ -91,13 +91,19 @@ function traceRings (mask: Uint8Array, width: number, height: number, [bx, by, b
       const cur = y < y1 && x < x1 && mask[row + x] !== 0
       if (x < x1) {
         const up = y > by && mask[row - width + x] !== 0
-        if (cur && !up) { startV.push(y * W1 + x); dir.push(0) } // top of (x, y), eastwards
-        else if (!cur && up) { startV.push(y * W1 + x + 1); dir.push(2) } // bottom of (x, y − 1), westwards
+        if (cur && !up) {
+          startV.push(y * W1 + x); dir.push(0) // top of (x, y), eastwards
+        } else if (!cur && up) {
+          startV.push(y * W1 + x + 1); dir.push(2) // bottom of (x, y − 1), westwards
+        }
       }
       if (y < y1) {
         const left = x > bx && mask[row + x - 1] !== 0
-        if (cur && !left) { startV.push((y + 1) * W1 + x); dir.push(3) } // left of (x, y), northwards
-        else if (!cur && left) { startV.push(y * W1 + x); dir.push(1) } // right of (x − 1, y), southwards
+        if (cur && !left) {
+          startV.push((y + 1) * W1 + x); dir.push(3) // left of (x, y), northwards
+        } else if (!cur && left) {
+          startV.push(y * W1 + x); dir.push(1) // right of (x − 1, y), southwards
+        }
       }
     }
   }

@@ -20,7 +20,8 @@ export interface Metrics {
 
 export default fp(async (app: FastifyInstance) => {
   const registry = new Registry()
-  collectDefaultMetrics({ register: registry, prefix: 'vlt_' })
+  // Node.js process metrics under their standard names (process_*, nodejs_*), as stock dashboards expect.
+  collectDefaultMetrics({ register: registry })
   const segmenter = () => app.segmenter
 
   const requests = new Counter({

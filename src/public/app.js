@@ -21,6 +21,7 @@ const el = {
   stage: $('stage'),
   imageLayer: $('image-layer'),
   overlay: $('overlay'),
+  outline: $('outline-layer'),
   boxLayer: $('box-layer'),
   summary: $('result-summary'),
   score: $('score'),
@@ -31,7 +32,11 @@ const el = {
   queryList: $('query-list'),
 }
 
-const MASK_RGB = [255, 40, 140]
+// The mask must stay visible on a shape of any colour: its fill alternates a light and a dark
+// stripe (one of the two contrasts with whatever is underneath), and a light ring with a dark ring
+// around it outlines it at full opacity.
+const MASK_LIGHT = [255, 255, 255]
+const MASK_DARK = [20, 0, 40]
 const BOX_COLOUR = '#ffd400'
 
 const state = {
@@ -56,7 +61,7 @@ async function showModelStatus () {
     const body = await res.json()
     el.modelStatus.replaceChildren(
       'Model ', strong(body.model), ' on ', strong(body.provider), ' — ',
-      body.status === 'ready' ? 'ready' : `${body.status.replace('_', ' ')} (${body.workers.live}/${body.workers.configured} workers)`,
+      body.status === 'ready' ? 'ready' : `${body.status.replace('_', ' ')} (${body.workers.live}/${body.workers.configured} workers)`
     )
     if (body.status === 'starting') setTimeout(showModelStatus, 3000)
   } catch {
@@ -164,7 +169,7 @@ function drawImage (width, height) {
 }
 
 function clearResult () {
-  for (const c of [el.overlay, el.boxLayer]) c.getContext('2d').clearRect(0, 0, c.width, c.height)
+  for (const c of [el.overlay, el.outline, el.boxLayer]) c.getContext('2d').clearRect(0, 0, c.width, c.height)
   el.summary.hidden = true
   el.timings.hidden = true
   el.queryList.replaceChildren()
@@ -244,7 +249,7 @@ async function render (json) {
   el.stage.dataset.state = 'done'
 }
 
-/** The mask PNG (255 on the object, 0 elsewhere) as opaque colour on a transparent layer. */
+/** The mask PNG (255 on the object, 0 elsewhere) as opaque stripes on a transparent layer, and its outline. */
 async function drawMask (base64, width, height) {
   const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))
   const bitmap = await createImageBitmap(new Blob([bytes], { type: 'image/png' }), { imageOrientation: 'none', premultiplyAlpha: 'none', colorSpaceConversion: 'none' })
@@ -257,14 +262,69 @@ async function drawMask (base64, width, height) {
   bitmap.close()
   const img = ctx.getImageData(0, 0, width, height)
   const d = img.data
-  for (let i = 0; i < d.length; i += 4) {
+  const mask = new Uint8Array(width * height)
+  const stripe = Math.max(2, Math.round(Math.max(width, height) / 64))
+  for (let i = 0, p = 0; i < d.length; i += 4, p++) {
     const on = d[i] >= 128
-    d[i] = MASK_RGB[0]
-    d[i + 1] = MASK_RGB[1]
-    d[i + 2] = MASK_RGB[2]
+    mask[p] = on ? 1 : 0
+    const x = p % width
+    const y = (p - x) / width
+    const rgb = Math.floor((x + y) / stripe) % 2 === 0 ? MASK_LIGHT : MASK_DARK
+    d[i] = rgb[0]
+    d[i + 1] = rgb[1]
+    d[i + 2] = rgb[2]
     d[i + 3] = on ? 255 : 0
   }
   ctx.putImageData(img, 0, 0)
+  drawOutline(mask, width, height)
+}
+
+/** Two rings just outside the mask, light then dark, each `ring` pixels wide. */
+function drawOutline (mask, width, height) {
+  const c = el.outline
+  c.width = width
+  c.height = height
+  const ctx = c.getContext('2d')
+  const ring = Math.max(1, Math.round(Math.max(width, height) / 256))
+  const near = dilate(mask, width, height, ring)
+  const far = dilate(mask, width, height, 2 * ring)
+  const img = ctx.createImageData(width, height)
+  const d = img.data
+  for (let p = 0; p < mask.length; p++) {
+    if (mask[p] === 1 || far[p] === 0) continue
+    const rgb = near[p] === 1 ? MASK_LIGHT : MASK_DARK
+    d[4 * p] = rgb[0]
+    d[4 * p + 1] = rgb[1]
+    d[4 * p + 2] = rgb[2]
+    d[4 * p + 3] = 255
+  }
+  ctx.putImageData(img, 0, 0)
+}
+
+/** A 0/1 mask grown by r pixels in every direction (a square), in two running-window passes. */
+function dilate (mask, width, height, r) {
+  const rows = new Uint8Array(mask.length)
+  for (let y = 0; y < height; y++) {
+    const row = y * width
+    let count = 0
+    for (let x = 0; x < Math.min(r, width); x++) count += mask[row + x]
+    for (let x = 0; x < width; x++) {
+      if (x + r < width) count += mask[row + x + r]
+      if (x - r - 1 >= 0) count -= mask[row + x - r - 1]
+      rows[row + x] = count > 0 ? 1 : 0
+    }
+  }
+  const out = new Uint8Array(mask.length)
+  for (let x = 0; x < width; x++) {
+    let count = 0
+    for (let y = 0; y < Math.min(r, height); y++) count += rows[y * width + x]
+    for (let y = 0; y < height; y++) {
+      if (y + r < height) count += rows[(y + r) * width + x]
+      if (y - r - 1 >= 0) count -= rows[(y - r - 1) * width + x]
+      out[y * width + x] = count > 0 ? 1 : 0
+    }
+  }
+  return out
 }
 
 function drawBox (bbox, width, height) {

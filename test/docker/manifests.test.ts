@@ -27,6 +27,8 @@ const read = (...p: string[]): string => readFileSync(path.join(ROOT, ...p), 'ut
 const SERVICE_VARS = new Set(Object.keys(envSchema.properties))
 const DEFAULT_PORT = envSchema.properties.PORT.default
 const DEFAULT_GRACE_MS = envSchema.properties.SHUTDOWN_GRACE_MS.default
+/** The Node.js major the project runs on: .nvmrc, package.json engines and the images agree. */
+const NODE_MAJOR = read('.nvmrc').trim()
 
 /** Every `app.get('/x'` / `app.post('/x'` route registered under src/routes. */
 function serviceRoutes (): Map<string, string> {
@@ -130,12 +132,12 @@ function dockerignore (text: string): (p: string) => boolean {
 }
 
 const DOCKERFILES = [
-  { file: 'Dockerfile', providers: 'cpu', node: 'node:20-bookworm-slim' },
+  { file: 'Dockerfile', providers: 'cpu', node: 'node:24-trixie-slim' },
   { file: 'Dockerfile.cuda', providers: 'cuda,cpu', node: 'node:24-trixie-slim' },
 ] as const
 
 t.test('dockerfile-utils catches errors (control)', async (t) => {
-  t.ok(dockerfileUtils.validate('FROM node:20-bookworm-slim\nEXPOZE 8080\nHEALTHCHECK --interval=1x CMD true\n').length >= 2)
+  t.ok(dockerfileUtils.validate('FROM node:24-trixie-slim\nEXPOZE 8080\nHEALTHCHECK --interval=1x CMD true\n').length >= 2)
 })
 
 for (const { file, providers, node } of DOCKERFILES) {
@@ -146,6 +148,7 @@ for (const { file, providers, node } of DOCKERFILES) {
 
     const { args, stages } = parseDockerfile(text)
     t.equal(args.get('NODE_IMAGE'), node, `NODE_IMAGE=${node}`)
+    t.match(args.get('NODE_IMAGE') ?? '', new RegExp(`^node:${NODE_MAJOR}-(trixie|bookworm)-slim$`), `Node ${NODE_MAJOR} (.nvmrc) on Debian slim`)
     const names = new Set(stages.map((s) => s.name).filter((n) => n !== undefined))
     // FROM a base image argument, an earlier stage, or a stage chosen by an argument (every value of
     // it naming a stage: cuda-libs-${CUDA_LIBS} with CUDA_LIBS base or pypi)
@@ -202,7 +205,8 @@ for (const { file, providers, node } of DOCKERFILES) {
       t.match(args.get('CUDA_IMAGE') ?? '', /^nvidia\/cuda:13\.\d+\.\d+-cudnn-runtime-ubuntu\d/, 'CUDA 13 + cuDNN runtime base')
       t.match(text, /R580 branch or newer \(580\.65\.06\+/, 'the driver floor is stated')
       t.equal(final.base, '${CUDA_IMAGE}')
-      t.notMatch(text, /ONNXRUNTIME_NODE_INSTALL=|onnxruntime-node\/script\/install/, 'not onnxruntime-node\'s own download')
+      t.notMatch(text, /ONNXRUNTIME_NODE_INSTALL=(?!skip\b)|onnxruntime-node\/script\/install/, 'not onnxruntime-node\'s own download')
+      t.equal(envOf(stages[0]).ONNXRUNTIME_NODE_INSTALL, 'skip', 'onnxruntime-node\'s own switch skips its download')
       t.match(runs, /packages\['node_modules\/onnxruntime-node'\]\.version/, 'the provider version is onnxruntime-node\'s, from package-lock.json')
       t.match(runs, /"onnxruntime-gpu==\$version"/, 'the onnxruntime-gpu wheel of that version')
       const finalRuns = final.instructions.filter((i) => i.keyword === 'RUN').map((i) => i.args).join('\n')
@@ -217,11 +221,24 @@ for (const { file, providers, node } of DOCKERFILES) {
       t.equal(envOf(final).NVIDIA_DRIVER_CAPABILITIES, 'compute,utility')
     } else {
       t.equal(final.base, '${NODE_IMAGE}')
-      t.notMatch(text, /cuda12|ONNXRUNTIME_NODE_INSTALL/, 'no CUDA download on the CPU image')
-      t.match(read('.npmrc'), /^onnxruntime-node-install=skip$/m, '.npmrc skips the CUDA download')
+      t.notMatch(text, /cuda12/, 'no CUDA download on the CPU image')
+      t.equal(envOf(stages[0]).ONNXRUNTIME_NODE_INSTALL, 'skip', 'onnxruntime-node\'s own switch skips its download')
     }
   })
 }
+
+t.test('Node.js version and install scripts', async (t) => {
+  const pkg = JSON.parse(read('package.json'))
+  t.match(NODE_MAJOR, /^\d+$/, '.nvmrc names a major version')
+  t.equal(pkg.engines.node, `>=${NODE_MAJOR}`, 'package.json engines follow .nvmrc')
+  t.equal(pkg.devDependencies['@types/node'].replace(/^\^/, '').split('.')[0], NODE_MAJOR, '@types/node of the same major')
+  // npm runs no dependency install script unless allowScripts approves it; onnxruntime-node's
+  // would download the CUDA provider (its CPU binaries are in the package).
+  t.equal(pkg.allowScripts?.['onnxruntime-node'], false, 'onnxruntime-node\'s download script is denied')
+  // npm warns on every command about a key it does not know
+  const keys = read('.npmrc').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#')).map((l) => l.split('=')[0].trim())
+  t.notOk(keys.includes('onnxruntime-node-install'), '.npmrc holds no key npm does not know')
+})
 
 t.test('.dockerignore sends what the Dockerfiles copy, and little else', async (t) => {
   const ignored = dockerignore(read('.dockerignore'))

@@ -6,11 +6,13 @@
  *
  * Needs Debian's chromium (`apt-get install -y chromium`) and models/vlt-refshapes; skipped, with
  * the reason, without either. Screenshots go to test/e2e/output/; docs/page.png is written when
- * it is missing or when UPDATE_DOCS_SCREENSHOT=1. Code run in the page (page.evaluate) reaches the
- * document through globalThis: this file is type-checked without the DOM library.
+ * it is missing or when UPDATE_DOCS_SCREENSHOT=1 (`npm run docs:screenshot`), with the model's
+ * name@version in a PNG tEXt chunk (test/docs-screenshot.test.ts checks it against model.json).
+ * Code run in the page (page.evaluate) reaches the document through globalThis: this file is
+ * type-checked without the DOM library.
  */
 import t, { type Test } from 'tap'
-import { existsSync, mkdirSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import sharp from 'sharp'
@@ -18,6 +20,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Browser, Page } from 'playwright-core'
 import { buildApp } from '../../src/app.js'
 import { form, readMask, testConfig } from '../helper.js'
+import { withPngText } from '../png-text.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 const CHROMIUM = '/usr/bin/chromium'
@@ -73,6 +76,59 @@ if (!existsSync(CHROMIUM)) {
     return { width, height, alpha: Buffer.from(b64, 'base64') }
   }
 
+  /** A canvas's RGBA pixels, as drawn. */
+  const canvasPixels = async (page: Page, id: string): Promise<{ width: number, height: number, rgba: Buffer }> => {
+    const { width, height, b64 } = await page.evaluate((id) => {
+      const c = (globalThis as any).document.getElementById(id)
+      const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data
+      let s = ''
+      for (let i = 0; i < d.length; i += 8192) s += String.fromCharCode(...d.subarray(i, i + 8192))
+      return { width: c.width, height: c.height, b64: btoa(s) }
+    }, id)
+    return { width, height, rgba: Buffer.from(b64, 'base64') }
+  }
+  /** WCAG relative luminance of an sRGB colour. */
+  const luminance = (r: number, g: number, b: number): number => {
+    const lin = (v: number): number => { const c = v / 255; return c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4 }
+    return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b)
+  }
+
+  /**
+   * The mask stays visible whatever colour the shape has: its fill has a light part and a dark
+   * part (luminance >= 0.7 and <= 0.05: one of them contrasts at least 3:1 with any colour), and an
+   * opaque outline with a light and a dark ring surrounds it, outside the mask only.
+   */
+  const visibleOnAnyColour = async (tt: Test, page: Page, png: string): Promise<void> => {
+    const mask = await readMask(Buffer.from(png, 'base64'))
+    const fill = await canvasPixels(page, 'overlay')
+    const outline = await canvasPixels(page, 'outline-layer')
+    tt.strictSame([outline.width, outline.height], [mask.width, mask.height], 'outline at the mask\'s size')
+    const fillLum = { light: 0, dark: 0, on: 0 }
+    const ring = { light: 0, dark: 0, inside: 0, opaque: 0 }
+    for (let p = 0; p < mask.data.length; p++) {
+      const on = mask.data[p] >= 128
+      const f = fill.rgba.subarray(4 * p, 4 * p + 4)
+      if (on) {
+        fillLum.on++
+        const l = luminance(f[0], f[1], f[2])
+        if (l >= 0.7) fillLum.light++
+        if (l <= 0.05) fillLum.dark++
+      }
+      const o = outline.rgba.subarray(4 * p, 4 * p + 4)
+      if (o[3] === 255) {
+        ring.opaque++
+        if (on) ring.inside++
+        const l = luminance(o[0], o[1], o[2])
+        if (l >= 0.7) ring.light++
+        if (l <= 0.05) ring.dark++
+      }
+    }
+    tt.ok(fillLum.on > 0, `a mask to look at (${fillLum.on} pixels)`)
+    tt.ok(fillLum.light >= 0.25 * fillLum.on && fillLum.dark >= 0.25 * fillLum.on, `fill: light ${fillLum.light} and dark ${fillLum.dark} of ${fillLum.on} mask pixels`)
+    tt.equal(ring.inside, 0, 'the outline leaves the mask itself alone')
+    tt.ok(ring.light > 0 && ring.dark > 0 && ring.light + ring.dark === ring.opaque, `outline: light ${ring.light} and dark ${ring.dark} pixels`)
+  }
+
   const sameMask = async (tt: Test, page: Page, png: string, what: string): Promise<void> => {
     const drawn = await overlayAlpha(page)
     const mask = await readMask(Buffer.from(png, 'base64'))
@@ -120,6 +176,7 @@ if (!existsSync(CHROMIUM)) {
     t.equal(direct.status, 200)
     const r = direct.body.results[0]
     await sameMask(t, page, r.mask.png, 'threshold 0.35')
+    await visibleOnAnyColour(t, page, r.mask.png)
 
     t.equal(await page.locator('#query-list .query').count(), numQueries, `the query panel lists Nq=${numQueries} queries`)
     const shown = await page.$$eval('#query-list .query', (lis) => lis.map((li) => ({
@@ -174,7 +231,8 @@ if (!existsSync(CHROMIUM)) {
     if (!existsSync(DOCS_SHOT) || process.env.UPDATE_DOCS_SCREENSHOT === '1') {
       mkdirSync(path.dirname(DOCS_SHOT), { recursive: true })
       // a palette PNG: a quarter of the size, no visible difference for a page of flat colours
-      await sharp(path.join(OUTPUT, 'page.png')).png({ palette: true, compressionLevel: 9 }).toFile(DOCS_SHOT)
+      const shot = await sharp(path.join(OUTPUT, 'page.png')).png({ palette: true, compressionLevel: 9 }).toBuffer()
+      writeFileSync(DOCS_SHOT, withPngText(shot, { model: `${modelJson.name as string}@${modelJson.version as string}` }))
     }
     t.strictSame(pageErrors, [], 'no script errors')
   })
@@ -216,6 +274,24 @@ if (!existsSync(CHROMIUM)) {
     await page.fill('#expression', '   ')
     await page.press('#expression', 'Enter')
     t.match(await page.textContent('#error .error-message'), /Type a phrase/)
+  })
+
+  t.test('/docs: Swagger UI renders the operations with nothing from elsewhere', async (t) => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } })
+    t.teardown(() => page.close())
+    const elsewhere: string[] = []
+    await page.route('**/*', async (route) => {
+      if (route.request().url().startsWith(base)) await route.continue()
+      else { elsewhere.push(route.request().url()); await route.abort() }
+    })
+    const pageErrors: string[] = []
+    page.on('pageerror', (e) => pageErrors.push(e.message))
+    await page.goto(`${base}/docs`)
+    await page.waitForSelector('.opblock', { timeout: 30_000 })
+    const ops = await page.$$eval('.opblock-summary-path', (els) => els.map((e) => e.textContent?.replace(/\u200b/g, '').trim()))
+    t.strictSame([...new Set(ops)].sort(), ['/docs', '/healthz', '/metrics', '/openapi.yaml', '/readyz', '/segment'], 'every path of openapi.yaml')
+    t.strictSame(elsewhere, [], 'no request leaves this origin')
+    t.strictSame(pageErrors, [], 'no script errors')
   })
 
   t.test('readable at phone width', async (t) => {

@@ -13,7 +13,6 @@ function onItsWay (engine: ReturnType<typeof fakeEngine>): () => void {
   return done
 }
 
-
 t.test('a lone request waits for company at most MAX_BATCH_WAIT_MS', async (t) => {
   // Generous slack: these must hold on a loaded machine too; the point is the bound, not speed.
   for (const wait of [0, 300]) {

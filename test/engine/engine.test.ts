@@ -2,7 +2,6 @@
 import t from 'tap'
 import { fakeJob as job, fakeEngine, later, testConfig } from '../helper.js'
 
-
 t.test('a job whose client went away leaves the queue without running', async (t) => {
   const sizes: number[] = []
   const engine = fakeEngine(testConfig({ workers: 1, maxBatch: 8 }), { hooks: { onBatch: (rows) => sizes.push(rows) } })

@@ -62,6 +62,6 @@ t.test('a CUDA runtime error: the error, the call and what it means for the host
 })
 
 t.test('other messages: the first line without ONNX Runtime\'s source locations', async (t) => {
-  t.equal(conciseOrtMessage(`/onnxruntime_src/onnxruntime/core/session/inference_session.cc:12 void f() [with T = int] something broke\nstack`), 'something broke')
+  t.equal(conciseOrtMessage('/onnxruntime_src/onnxruntime/core/session/inference_session.cc:12 void f() [with T = int] something broke\nstack'), 'something broke')
   t.equal(conciseOrtMessage('OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library'), 'OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library')
 })

@@ -31,7 +31,7 @@ t.test('unsimplified rings rasterise back to the mask exactly, for any mask', as
       return Buffer.from(rasterise(parts, w, h)).equals(Buffer.from(mask)) &&
         parts.every((p) => area2(p.outer) > 0 && p.holes.every((hole) => area2(hole) < 0)) &&
         JSON.stringify(maskToPolygons(mask, w, h, { tolerance: 0, box: bbox({ mask, width: w, height: h }) })) === JSON.stringify(parts)
-    },
+    }
   ), { numRuns: 150 }), 'same pixels; outer rings clockwise on screen, holes counter-clockwise; the bbox shortcut changes nothing')
 })
 

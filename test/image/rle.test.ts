@@ -38,7 +38,7 @@ t.test('decode(encode(mask)) is the mask; the bbox shortcut gives the same runs'
       const full = rleCounts(m.mask, w, h)
       return back.width === w && back.height === h && Buffer.from(back.mask).equals(Buffer.from(m.mask)) &&
         JSON.stringify(rleCounts(m.mask, w, h, bbox(m))) === JSON.stringify(full) && full.reduce((a, b) => a + b, 0) === w * h
-    },
+    }
   ), { numRuns: 200 }))
 })
 

@@ -130,4 +130,3 @@ t.test('after the corpus: healthy, and a normal request succeeds', async (t) => 
   const m = (await app.inject('/metrics')).payload
   t.notMatch(m, /status_code="5\d\d"/, 'no 5xx recorded')
 })
-

@@ -36,18 +36,18 @@ const imageBytes = fc.oneof(
   fc.tuple(fc.constantFrom(png, jpeg), fc.nat()).map(([b, n]) => b.subarray(0, n % (b.length + 1))),
   fc.tuple(fc.constantFrom(png, jpeg), fc.nat(), fc.integer({ min: 0, max: 255 })).map(([b, i, v]) => { const c = Buffer.from(b); c[i % c.length] = v; return c }),
   fc.tuple(fc.constantFrom('\x89PNG\r\n\x1a\n', '\xff\xd8\xff', 'GIF89a', 'RIFF\0\0\0\0WEBP', 'II*\0', '<svg>'), fc.uint8Array({ maxLength: 512 }))
-    .map(([magic, rest]) => Buffer.concat([Buffer.from(magic, 'latin1'), Buffer.from(rest)])),
+    .map(([magic, rest]) => Buffer.concat([Buffer.from(magic, 'latin1'), Buffer.from(rest)]))
 )
 const text = fc.oneof(
   fc.string({ maxLength: 120 }),
   fc.string({ unit: 'binary', maxLength: 60 }),
   fc.constantFrom('the white square', 'left one', '', ' ', '0.5', 'NaN', '__proto__'),
-  fc.uint8Array({ maxLength: 80 }).map((a) => Buffer.from(a)),
+  fc.uint8Array({ maxLength: 80 }).map((a) => Buffer.from(a))
 )
 const fieldName = fc.oneof(fc.constantFrom('image', 'expression', 'threshold', 'constructor', '__proto__'), fc.string({ maxLength: 12 }).filter((s) => !/["\r\n]/.test(s)))
 const part: fc.Arbitrary<RawPart> = fc.oneof(
   fc.record({ name: fieldName, value: text }),
-  fc.record({ name: fieldName, value: imageBytes, filename: fc.constantFrom('a.png', 'x.jpg', 'noext', ''), type: fc.constantFrom('image/png', 'text/plain', 'application/octet-stream', '') }),
+  fc.record({ name: fieldName, value: imageBytes, filename: fc.constantFrom('a.png', 'x.jpg', 'noext', ''), type: fc.constantFrom('image/png', 'text/plain', 'application/octet-stream', '') })
 )
 
 t.test('random multipart bodies', async (t) => {

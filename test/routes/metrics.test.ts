@@ -22,7 +22,11 @@ t.test('GET /metrics: Prometheus text with the service metrics', async (t) => {
   t.match(text, /vlt_execution_provider\{provider="cpu"\} 1/)
   t.match(text, /vlt_model_info\{name="vlt-fake",version="0.0.1",preset="fake",provider="cpu",input_size="32",max_words="5",num_queries="4"\} 1/)
   t.match(text, /vlt_ready 1/)
-  t.match(text, /vlt_process_cpu_user_seconds_total/)
+  // prom-client's default metrics keep their standard names (no service prefix)
+  t.match(text, /^process_cpu_user_seconds_total \d/m)
+  t.match(text, /^process_resident_memory_bytes \d/m)
+  t.match(text, /^nodejs_eventloop_lag_seconds \d/m)
+  t.notMatch(text, /^vlt_(process|nodejs)_/m, 'no prefixed copies')
 })
 
 t.test('logs: request id and timings; expressions only when configured', async (t) => {

@@ -90,4 +90,3 @@ t.test('EXPECTED FAILURE - a client that disconnects has its queued work dropped
   await sleep(50)
   t.strictSame(sizes, [1], 'the abandoned job never ran')
 })
-
