@@ -205,7 +205,7 @@ def run_roundtrip(*, width: str, out: Path, batch_sizes: Sequence[int] = (1, 3),
 def format_table(result: Dict[str, Any]) -> str:
     """One line per component and source: the max relative difference at each (L, batch)."""
     keys: List[Tuple[int, int]] = sorted({(r["L"], r["batch"]) for r in result["rows"]})
-    head = "component (compared from)".ljust(30) + "".join(f"L{l}/B{b}".rjust(10) for l, b in keys)
+    head = "component (compared from)".ljust(30) + "".join(f"L{n}/B{b}".rjust(10) for n, b in keys)
     lines = [head]
     seen: List[Tuple[str, str]] = []
     for r in result["rows"]:
