@@ -100,8 +100,11 @@ export interface RunJob {
 }
 
 export interface RowResult {
-  /** 0/255, geometry.width × geometry.height */
-  mask: Uint8Array
+  /**
+   * The mask (255 on the object, geometry.width × geometry.height) as an 8-bit greyscale PNG:
+   * the worker encodes it, so the full-size plane never leaves the worker.
+   */
+  png: Uint8Array
   area: number
   bbox: [number, number, number, number] | null
   score: number
