@@ -9,7 +9,7 @@ const img = await rectImage(40, 30, { x: 4, y: 4, w: 10, h: 10 })
 t.test('openapi.yaml is OpenAPI 3.x and lists every route', async (t) => {
   t.match(spec.openapi, /^3\./)
   t.strictSame(Object.keys(spec.paths).sort(), ['/healthz', '/metrics', '/openapi.yaml', '/readyz', '/segment'])
-  t.strictSame(Object.keys(spec.paths['/segment'].post.responses).sort(), ['200', '400', '401', '406', '413', '415', '422', '429', '500', '503', '504'])
+  t.strictSame(Object.keys(spec.paths['/segment'].post.responses).sort(), ['200', '400', '401', '406', '408', '413', '415', '422', '429', '500', '503', '504'])
 })
 
 t.test('GET /openapi.yaml serves the file', async (t) => {

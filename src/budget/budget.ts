@@ -23,6 +23,8 @@ import type { MemoryLimit } from './memory-limit.js'
 
 export interface Lease {
   readonly bytes: number
+  /** Gives back all but `bytes` (when the holder learns it needs less); never grows. */
+  shrink: (bytes: number) => void
   /** Idempotent. */
   release: () => void
 }
@@ -33,6 +35,8 @@ export interface AcquireOptions {
   /** The request's whole time budget, for the 504 message. */
   timeoutMs?: number
   signal?: AbortSignal
+  /** What the request holds already (its upload): a lease that could never fit beside it is refused at once. */
+  held?: number
 }
 
 export type RefusalReason = 'busy' | 'queue_full' | 'too_large' | 'deadline' | 'client_closed'
@@ -100,13 +104,20 @@ export function createBudget ({ limit, queueSize, reserveBytes }: BudgetOptions)
   const capacity = (): number => reserve === undefined ? 0 : Math.max(0, limit.bytes - reserve)
   const fits = (bytes: number): boolean => inUse + bytes <= capacity()
 
-  function lease (bytes: number): Lease {
+  function lease (initial: number): Lease {
+    let bytes = initial
     inUse += bytes
     leases++
     if (inUse > peak) peak = inUse
     let released = false
     return {
-      bytes,
+      get bytes () { return bytes },
+      shrink (to) {
+        if (released || !(to >= 0 && to < bytes)) return
+        inUse -= bytes - to
+        bytes = to
+        grantWaiters()
+      },
       release () {
         if (released) return
         released = true
@@ -134,9 +145,9 @@ export function createBudget ({ limit, queueSize, reserveBytes }: BudgetOptions)
   }
 
   async function acquire (bytes: number, opts: AcquireOptions): Promise<Lease> {
-    if (tooLarge(bytes)) {
+    if (tooLarge(bytes + (opts.held ?? 0))) {
       refusals.too_large++
-      throw ERR_MEMORY_TOO_LARGE(`This request needs about ${mib(bytes)} of memory; the server can give one request at most ${mib(capacity())}`)
+      throw ERR_MEMORY_TOO_LARGE(`This request needs about ${mib(bytes + (opts.held ?? 0))} of memory; the server can give one request at most ${mib(capacity())}`)
     }
     if (opts.signal?.aborted === true) {
       refusals.client_closed++

@@ -56,7 +56,6 @@ export async function readSegmentForm (request: FastifyRequest, limits: FormLimi
         next = parts.next()
         continue
       }
-      next = parts.next()
       const value = typeof part.value === 'string' ? part.value : String(part.value)
       if (part.valueTruncated) {
         const tooLong = expected(`at most ${limits.maxTextLength} characters`, part.fieldname, value)
@@ -76,6 +75,8 @@ export async function readSegmentForm (request: FastifyRequest, limits: FormLimi
         default:
           throw ERR_INVALID_FIELD(expected('one of image, expression, threshold', 'a form field', part.fieldname))
       }
+      // Asked for only once this part is accepted: a request refused here leaves no pending read behind.
+      next = parts.next()
     }
   } catch (err) {
     if (err instanceof SegError || (err as { code?: string }).code !== undefined) throw err

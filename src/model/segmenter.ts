@@ -135,7 +135,7 @@ export function createSegmenter ({ manifest, vocab, engine, maxImagePixels, cach
       const header = hit === undefined ? await within(work.track(readHeader(req.image, { maxPixels: maxImagePixels })), req) : undefined
       const size = hit?.geometry ?? header!
       const cost = (header !== undefined ? decodeCost(header, manifest.input) : 0) + maskCost(size.width, size.height, req.expressions.length)
-      if (budget !== undefined) work.add(await budget.acquire(cost, req))
+      if (budget !== undefined) work.add(await budget.acquire(cost, { ...req, held: (req.leases ?? []).reduce((n, l) => n + l.bytes, 0) }))
       const image = hit !== undefined ? fromCache(key!, hit) : await within(work.track(prepareImage(req.image, header!, key)), req)
       const out = await engine.run({ ...image.job, threshold, tokens: tokenized.map((t) => t.ids) }, { ...req, onFinished: work.hold() })
       if (image.cache === 'miss' && out.features !== undefined) cache.set(image.job.key!, { features: out.features, geometry: image.job.geometry, format: image.format })

@@ -62,8 +62,11 @@ export default async function segmentRoutes (app: FastifyInstance): Promise<void
     try {
       const signal = disconnectSignal(request, reply)
       const declared = Number(request.headers['content-length'])
-      const imageCapacity = Math.min(config.maxImageBytes, declared > 0 ? declared : config.maxImageBytes)
+      // A declared size is allocated at once; otherwise the buffer grows from 1 MiB as bytes come.
+      const imageCapacity = Math.min(config.maxImageBytes, declared > 0 ? declared : 1024 * 1024)
       const form = await watchBody(request, { deadline, timeoutMs: config.requestTimeoutMs, idleMs: config.bodyIdleTimeoutMs }, async (onReading) => await readSegmentForm(request, config, { imageCapacity, onReading }))
+      // From here on the upload is the image's buffer; the rest of the body is garbage.
+      upload.shrink(form.image.buffer.byteLength)
       const rep = acceptable(request.headers.accept).find((r) => r === 'json' || form.expressions.length === 1)
       if (rep === undefined) throw ERR_NOT_ACCEPTABLE(`Expected one expression for Accept: image/png but received ${form.expressions.length}; ask for application/json`)
       handedOver = true
