@@ -10,7 +10,7 @@ import { buildApp } from '../src/app.js'
 import { letterboxGeometry } from '../src/image/preprocess.js'
 import { type Config, defaultConfig } from '../src/config.js'
 import { createEngine, type Engine, type EngineHooks, type EngineLogger } from '../src/engine/engine.js'
-import { parseManifest } from '../src/model/manifest.js'
+import { engineModel, parseManifest } from '../src/model/manifest.js'
 import { createSegmenter, type SegmenterFactory } from '../src/model/segmenter.js'
 import { FAKE_VOCAB, fakeModelJson } from './fixtures/fake-model.js'
 
@@ -38,14 +38,7 @@ export function bothHooks (a: EngineHooks = {}, b: EngineHooks = {}): EngineHook
 export function fakeEngine (config: Config, opts: FakeOptions = {}): Engine {
   const manifest = parseManifest(fakeModelJson(), '/nonexistent')
   return createEngine({
-    model: {
-      modelFile: '/nonexistent/model.onnx',
-      size: manifest.input.size,
-      maskSize: manifest.maskSize,
-      maxWords: manifest.maxWords,
-      numQueries: manifest.numQueries,
-      ...opts.workerData,
-    },
+    model: { ...engineModel(manifest, { modelFile: '/nonexistent/model.onnx' }), ...opts.workerData },
     settings: config,
     hooks: opts.hooks,
     logger: opts.logger ?? silentLogger,

@@ -302,7 +302,7 @@ export function letterboxGeometry (width: number, height: number, size: number):
 /** Resize (the model's resize filter) and paste centred on the padded canvas: [3, S, S] float32. */
 export async function letterbox (image: DecodedImage, spec: InputSpec): Promise<{ data: Float32Array, geometry: Geometry }> {
   const geometry = letterboxGeometry(image.width, image.height, spec.size)
-  const { nw, nh, dx, dy, size } = geometry
+  const { nw, nh } = geometry
   let resized: Buffer
   if (nw === image.width && nh === image.height) {
     resized = image.data

@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import path from 'node:path'
-import { GRAPH_INPUTS, GRAPH_OUTPUTS, type GoldenCheck, type ModelGraphs } from '../engine/protocol.js'
+import { GRAPH_INPUTS, GRAPH_OUTPUTS, type GoldenCheck, type GraphFiles, type ModelGraphs } from '../engine/protocol.js'
 import { isThreshold } from '../image/postprocess.js'
 import type { InputSpec, SharpKernel } from '../image/preprocess.js'
 import { PAD_ID, parseVocab, UNK_ID } from './tokenizer.js'
@@ -212,16 +212,14 @@ export async function loadModelFolder (folder: string): Promise<ModelFolder> {
     await verifyFile(split.encoderFile, enc.sha256)
     await verifyFile(split.headFile, head.sha256)
   }
-  const graphs: ModelGraphs = {
-    modelFile,
-    split,
-    size: manifest.input.size,
-    maskSize: manifest.maskSize,
-    maxWords: manifest.maxWords,
-    numQueries: manifest.numQueries,
-    golden: golden !== undefined ? goldenCheck(golden) : undefined,
-  }
+  const graphs = engineModel(manifest, { modelFile, split }, golden !== undefined ? goldenCheck(golden) : undefined)
   return { manifest, vocab, graphs }
+}
+
+/** What the engine needs of a model: its graph files, the sizes S, m, L, Nq, and the golden case. */
+export function engineModel (manifest: Manifest, files: GraphFiles, golden?: GoldenCheck): ModelGraphs {
+  const { maskSize, maxWords, numQueries } = manifest
+  return { ...files, size: manifest.input.size, maskSize, maxWords, numQueries, golden }
 }
 
 /** What the backbone features of an image depend on besides its bytes: preprocessing and encoder. */

@@ -23,7 +23,7 @@ import type { ConfigSection } from '../config.js'
 import { ERR_CLIENT_CLOSED, ERR_DEADLINE, ERR_THRESHOLD, noKnownWords } from '../errors.js'
 import { createEngine, type Engine, type EngineHooks, type EngineLogger, type EngineSettings, type InferenceJob, type JobOutput } from '../engine/engine.js'
 import { type CachedImage, createFeatureCache, type FeatureCache, type FeatureCacheStats } from '../engine/feature-cache.js'
-import type { RowResult } from '../engine/protocol.js'
+import type { ImageFeatures, RowResult } from '../engine/protocol.js'
 import { maskCost } from '../image/png.js'
 import { isThreshold } from '../image/postprocess.js'
 import { decodeCost, type Geometry, type ImageHeader, loadLetterboxed, readHeader } from '../image/preprocess.js'
@@ -138,28 +138,29 @@ export function createSegmenter ({ manifest, vocab, engine, maxImagePixels, cach
       if (budget !== undefined) work.add(await budget.acquire(cost, { ...req, held: (req.leases ?? []).reduce((n, l) => n + l.bytes, 0) }))
       const image = hit !== undefined ? fromCache(key!, hit) : await within(work.track(prepareImage(req.image, header!, key)), req)
       const out = await engine.run({ ...image.job, threshold, tokens: tokenized.map((t) => t.ids) }, { ...req, onFinished: work.hold() })
-      if (image.cache === 'miss' && out.features !== undefined) cache.set(image.job.key!, { features: out.features, geometry: image.job.geometry, format: image.format })
-      const t3 = performance.now()
+      remember(image, out.features)
+      const ran = performance.now()
       const results = out.rows.map((row, k) => encode(row, req.expressions[k], tokenized[k]))
-      const t4 = performance.now()
-      return answer(image, out, results, t0, t3, t4)
+      const done = performance.now()
+      return answer(image, out, results, t0, ran, done)
     } finally {
       work.end()
     }
   }
 
-  function answer (image: PreparedImage, out: JobOutput, results: ExpressionResult[], t0: number, t3: number, t4: number): SegmentResult {
+  function answer (image: PreparedImage, out: JobOutput, results: ExpressionResult[], t0: number, ran: number, done: number): SegmentResult {
+    const { geometry } = image.job
     return {
       model: { name: manifest.name, version: manifest.version, provider: engine.provider() },
-      image: { width: image.job.geometry.width, height: image.job.geometry.height, format: image.format },
+      image: { width: geometry.width, height: geometry.height, format: image.format },
       results,
       timings: {
         decode: image.decodedAt - t0,
         preprocess: image.letterboxedAt - image.decodedAt,
         queue: out.queueMs,
         inference: out.inferenceMs,
-        postprocess: out.postprocessMs + (t4 - t3),
-        total: t4 - t0,
+        postprocess: out.postprocessMs + (done - ran),
+        total: done - t0,
       },
       batchSize: out.batchSize,
       featureCache: image.cache,
@@ -188,6 +189,11 @@ export function createSegmenter ({ manifest, vocab, engine, maxImagePixels, cach
       // One pipeline decodes and resizes: its time is reported as decoding.
       return { job, format: header.format, cache: key !== undefined ? 'miss' : 'off', decodedAt: now, letterboxedAt: now }
     })
+  }
+
+  /** After a miss, the features the engine computed for the image go into the cache. */
+  function remember (image: PreparedImage, features: ImageFeatures | undefined): void {
+    if (image.cache === 'miss' && features !== undefined) cache.set(image.job.key!, { features, geometry: image.job.geometry, format: image.format })
   }
 
   /** One row of the engine's answer as the client sees it: the mask's PNG, each query's confidence and attention. */

@@ -114,13 +114,13 @@ export default fp(async (app: FastifyInstance) => {
   })
   new Gauge({
     name: 'vlt_inference_queue_depth',
-    help: 'Requests waiting for an inference worker',
+    help: 'Jobs waiting in the engine queue for a worker',
     registers: [registry],
     collect () { this.set(segmenter().stats().queueDepth) },
   })
   new Gauge({
     name: 'vlt_inference_workers',
-    help: 'Inference workers by state (configured, live, busy)',
+    help: 'Engine workers by state (configured, live, busy)',
     labelNames: ['state'] as const,
     registers: [registry],
     collect () {
@@ -132,7 +132,7 @@ export default fp(async (app: FastifyInstance) => {
   })
   new Gauge({
     name: 'vlt_inference_worker_restarts',
-    help: 'Inference workers replaced after a crash since start',
+    help: 'Engine workers replaced after a crash since start',
     registers: [registry],
     collect () { this.set(segmenter().stats().restarts) },
   })

@@ -1,5 +1,5 @@
 /**
- * Worker failure, through the real pool and routes around the fake model ('crash' kills the
+ * Worker failure, through the real engine and routes around the fake model ('crash' kills the
  * worker thread, 'slow' sleeps 400 ms): a dying worker fails only its in-flight requests (503,
  * no hang), queued work survives, readiness follows the live workers, and the service recovers
  * without a restart.
