@@ -26,9 +26,23 @@ function body (image, name, expression) {
 
 const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor(p * s.length))] }
 
+/**
+ * The service's own event-loop delay figures (prom-client's, reset at each scrape): read once
+ * before the burst to start afresh, once after it for the burst's. Undefined when /metrics is
+ * closed (API keys).
+ */
+async function eventLoopLag (url) {
+  try {
+    const text = await (await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5000) })).text()
+    const read = (name) => { const m = new RegExp(`^\\w*nodejs_eventloop_lag_${name}_seconds (\\S+)`, 'm').exec(text); return m ? +(Number(m[1]) * 1000).toFixed(1) : undefined }
+    return { p99: read('p99'), max: read('max') }
+  } catch { return undefined }
+}
+
 /** Runs the burst; returns the figures and the list of failures (empty when it passed). */
 export async function burst ({ url, files, concurrency = 16, timeoutMs = 15_000, expression = 'the large circle' }) {
   const limitMs = timeoutMs + 5000
+  await eventLoopLag(url)
   const health = []
   let healthFailures = 0
   let running = true
@@ -68,6 +82,7 @@ export async function burst ({ url, files, concurrency = 16, timeoutMs = 15_000,
   const wallMs = performance.now() - t0
   running = false
   await poll
+  const lag = await eventLoopLag(url)
   const failures = []
   for (const r of results) {
     if (r.status === 0) failures.push(`${r.file}: no answer (${r.error}) after ${Math.round(r.ms)} ms`)
@@ -91,6 +106,7 @@ export async function burst ({ url, files, concurrency = 16, timeoutMs = 15_000,
       byStatus,
       answerMs: { min: Math.round(Math.min(...times)), p50: Math.round(pct(times, 0.5)), max: Math.round(Math.max(...times)), limit: limitMs },
       wallMs: Math.round(wallMs),
+      eventLoopLagMs: lag,
       healthz: { answered: health.length, failed: healthFailures, p50: +pct(health, 0.5).toFixed(1), p99: +pct(health, 0.99).toFixed(1), max: +Math.max(...health).toFixed(1) },
       results,
     },
@@ -116,7 +132,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const f = figures
   console.log(`burst: ${f.concurrency} uploads of ${f.files.map((x) => `${x.name} (${(x.bytes / 1e6).toFixed(2)} MB)`).join(', ')}`)
   console.log(`  answers: ${Object.entries(f.byStatus).map(([k, n]) => `${n} × ${k}`).join(', ')}; answer time min ${f.answerMs.min} / median ${f.answerMs.p50} / max ${f.answerMs.max} ms (limit ${f.answerMs.limit}); burst ${f.wallMs} ms`)
-  console.log(`  /healthz during the burst: ${f.healthz.answered} answered, ${f.healthz.failed} failed; latency p50 ${f.healthz.p50} / p99 ${f.healthz.p99} / max ${f.healthz.max} ms`)
+  console.log(`  /healthz during the burst: ${f.healthz.answered} answered, ${f.healthz.failed} failed; latency p50 ${f.healthz.p50} / p99 ${f.healthz.p99} / max ${f.healthz.max} ms; the service's event-loop delay p99 ${f.eventLoopLagMs?.p99} / max ${f.eventLoopLagMs?.max} ms`)
   for (const x of failures) console.log(`  FAIL ${x}`)
   process.exit(failures.length > 0 ? 1 : 0)
 }

@@ -130,7 +130,9 @@ export function createSegmenter ({ manifest, vocab, engine, maxImagePixels, cach
       const threshold = req.threshold ?? manifest.threshold
       if (!isThreshold(threshold)) throw ERR_THRESHOLD(threshold)
       const tokenized = tokenize(req.expressions)
-      const key = cache.enabled ? cache.key(req.image) : undefined
+      // The upload's digest is computed on the thread pool (WebCrypto), not on the event loop; the
+      // cache key is made from it.
+      const key = cache.enabled ? cache.key(Buffer.from(await within(work.track(crypto.subtle.digest('SHA-256', req.image)), req))) : undefined
       const hit = key !== undefined ? cache.get(key) : undefined
       const header = hit === undefined ? await within(work.track(readHeader(req.image, { maxPixels: maxImagePixels })), req) : undefined
       const size = hit?.geometry ?? header!
