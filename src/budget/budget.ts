@@ -77,18 +77,23 @@ interface Waiter {
 
 const MiB = 1024 * 1024
 
-/** What one engine worker's inference adds to the resident memory at its largest batch, beyond what it holds once ready. */
-export const WORKER_WORKING_SET = 96 * MiB
+/**
+ * What one engine worker's inference adds to the resident memory under saturation, beyond what it
+ * holds once ready (ONNX Runtime's arenas at the largest batches, the thread's heap); measured for
+ * the default model in RELIABILITY.md, "Memory budget".
+ */
+export const WORKER_WORKING_SET = 192 * MiB
 /** Kept free in any case: garbage not yet collected, allocator slack, estimates that fall short. */
 export const MARGIN_FRACTION = 0.1
 export const MIN_MARGIN = 64 * MiB
 
 /**
  * The reserve when it is measured: the resident memory once the workers are ready (the model,
- * the sessions, the runtime), each worker's inference working set, and a safety margin.
+ * the sessions, the runtime), each worker's inference working set, the feature cache at its
+ * capacity, and a safety margin.
  */
-export function measuredReserve (rssBytes: number, limitBytes: number, workers: number): number {
-  return rssBytes + workers * WORKER_WORKING_SET + Math.max(MIN_MARGIN, MARGIN_FRACTION * limitBytes)
+export function measuredReserve (rssBytes: number, limitBytes: number, workers: number, cacheBytes = 0): number {
+  return Math.round(rssBytes + workers * WORKER_WORKING_SET + cacheBytes + Math.max(MIN_MARGIN, MARGIN_FRACTION * limitBytes))
 }
 
 const mib = (bytes: number): string => `${Math.ceil(bytes / MiB)} MiB`

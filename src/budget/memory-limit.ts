@@ -80,6 +80,6 @@ export function cgroupMemoryLimit (probe: LimitProbe = {}): MemoryLimit | undefi
 export function memoryLimit (budgetMb: number, probe: LimitProbe = {}): MemoryLimit {
   const cgroup = cgroupMemoryLimit(probe)
   const configured = budgetMb > 0 ? { bytes: Math.round(budgetMb * MiB), source: 'MEMORY_BUDGET_MB' as const } : undefined
-  if (cgroup !== undefined && configured !== undefined) return configured.bytes <= cgroup.bytes ? configured : cgroup
+  if (cgroup !== undefined && configured !== undefined) return configured.bytes < cgroup.bytes ? configured : cgroup
   return cgroup ?? configured ?? { bytes: (probe.totalMem ?? os.totalmem)(), source: 'physical memory' }
 }

@@ -21,7 +21,7 @@ export default fp(async (app: FastifyInstance, opts: SegmenterPluginOptions) => 
   app.decorate('segmenter', segmenter)
   if (config.memoryReserveMb === 0) {
     segmenter.started.then(() => {
-      app.budget.setReserve(measuredReserve(process.memoryUsage.rss(), app.budget.stats().limitBytes, config.workers))
+      app.budget.setReserve(measuredReserve(process.memoryUsage.rss(), app.budget.stats().limitBytes, config.workers, segmenter.cacheStats().capacityBytes))
     }, () => {})
   }
   app.addHook('onClose', async () => {

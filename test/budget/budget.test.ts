@@ -106,4 +106,5 @@ t.test('the measured reserve: resident memory, each worker\'s working set, a mar
   const two = measuredReserve(200 * MiB, 1536 * MiB, 2)
   t.ok(one > 200 * MiB && two > one, 'more than the resident memory, more with more workers')
   t.ok(measuredReserve(200 * MiB, 4096 * MiB, 2) > two, 'the margin grows with the limit')
+  t.equal(measuredReserve(200 * MiB, 1536 * MiB, 2, 64 * MiB), two + 64 * MiB, 'the feature cache at its capacity is kept too')
 })
