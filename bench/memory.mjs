@@ -1,7 +1,7 @@
 // What a maximum-size request holds, measured, next to what the service estimates for it from
 // the image's header; then a burst of such uploads under a memory budget on the bare process.
 //
-//   npm run build && node bench/memory.mjs [--images DIR] [--runs 3] [--burst 16] [--budget-mb 1536] [--json out.json]
+//   npm run bench:memory -- [--images DIR] [--runs 3] [--burst 16] [--budget-mb 1536] [--json out.json]
 //
 // Images: DIR, or bench/large-images.mjs's set written to a temporary folder. Per-request peak:
 // for each image and run, a fresh service (dist/server.js, the real model, 2 workers × 2 threads)
