@@ -21,8 +21,8 @@ import { errorBody, segmentResponse } from '../schemas.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** The upload's share of the memory budget (POST /segment). */
-    uploadLease?: Lease
+    /** The upload's share of the memory budget (POST /segment), until it is handed to the segmenter. */
+    upload?: { lease: Lease, handedOver: boolean }
   }
 }
 
@@ -51,14 +51,17 @@ export default async function segmentRoutes (app: FastifyInstance): Promise<void
       if (!/^multipart\/form-data\b/i.test(request.headers['content-type'] ?? '')) throw ERR_UNSUPPORTED_MEDIA_TYPE(expected('multipart/form-data', 'Content-Type', request.headers['content-type']))
       if (lifecycle.closing) throw ERR_SHUTTING_DOWN()
       if (!segmenter.isReady()) throw ERR_NOT_READY()
-      request.uploadLease = admitUpload(request, reply, budget, maxBodyBytes, () => queueFull(segmenter, throughput.rate(), ERR_MEMORY_BUSY('uploads in progress')))
+      const upload = { lease: admitUpload(request, reply, budget, maxBodyBytes, () => queueFull(segmenter, throughput.rate(), ERR_MEMORY_BUSY('uploads in progress'))), handedOver: false }
+      request.upload = upload
+      // Whatever ends the request before the segmenter has the lease (an error, the client
+      // leaving) releases it with the response.
+      reply.raw.once('close', () => { if (!upload.handedOver) upload.lease.release() })
     },
     schema: { response: { 200: segmentResponse, '4xx': errorBody, '5xx': errorBody } },
   }, async (request, reply) => {
     // The deadline counts from the arrival of the request (its headers), not from here.
     const deadline = Date.now() - reply.elapsedTime + config.requestTimeoutMs
-    const upload = request.uploadLease!
-    let handedOver = false
+    const upload = request.upload!
     try {
       const signal = disconnectSignal(request, reply)
       const declared = Number(request.headers['content-length'])
@@ -66,18 +69,17 @@ export default async function segmentRoutes (app: FastifyInstance): Promise<void
       const imageCapacity = Math.min(config.maxImageBytes, declared > 0 ? declared : 1024 * 1024)
       const form = await watchBody(request, { deadline, timeoutMs: config.requestTimeoutMs, idleMs: config.bodyIdleTimeoutMs }, async (onReading) => await readSegmentForm(request, config, { imageCapacity, onReading }))
       // From here on the upload is the image's buffer; the rest of the body is garbage.
-      upload.shrink(form.image.buffer.byteLength)
+      upload.lease.shrink(form.image.buffer.byteLength)
       const rep = acceptable(request.headers.accept).find((r) => r === 'json' || form.expressions.length === 1)
       if (rep === undefined) throw ERR_NOT_ACCEPTABLE(`Expected one expression for Accept: image/png but received ${form.expressions.length}; ask for application/json`)
-      handedOver = true
-      const result = await segment({ image: form.image, expressions: form.expressions, threshold: form.threshold, deadline, timeoutMs: config.requestTimeoutMs, signal, leases: [upload] })
+      // From here the segmenter releases it, when the request's work has ended.
+      upload.handedOver = true
+      const result = await segment({ image: form.image, expressions: form.expressions, threshold: form.threshold, deadline, timeoutMs: config.requestTimeoutMs, signal, leases: [upload.lease] })
       return answer(request, reply, rep, result)
     } catch (err) {
       // The rest of a body that was not read is not waited for.
       if (err instanceof SegError && err.statusCode === 408) void reply.header('connection', 'close')
       throw err
-    } finally {
-      if (!handedOver) upload.release()
     }
   })
 
