@@ -118,13 +118,16 @@ t.test('EXPECTED FAILURE - a client that leaves while waiting for memory leaves 
   await until(() => stats(app).inUseBytes === 0)
 })
 
-t.test('EXPECTED FAILURE - errors release the memory: undecodable image, not an image', async (t) => {
+t.test('EXPECTED FAILURE - errors release the memory: undecodable image, not an image, a form without an expression', async (t) => {
   const app = await build(t, { config: budgetConfig })
   const truncated = (await rectImage(64, 64, { x: 4, y: 4, w: 8, h: 8 }, 'jpeg')).subarray(0, 400)
   const broken = await segment(app, 'the white square', truncated)
   t.equal(broken.statusCode, 400)
   const text = await segment(app, 'the white square', Buffer.from('no image here'))
   t.equal(text.statusCode, 415)
+  const req = new Request('http://x/', { method: 'POST', body: form({ image: img }) })
+  const noExpression = await app.inject({ method: 'POST', url: '/segment', payload: Buffer.from(await req.arrayBuffer()), headers: { 'content-type': req.headers.get('content-type')! } })
+  t.equal(noExpression.statusCode, 400, 'refused while reading the form, before the segmenter')
   await until(() => stats(app).inUseBytes === 0)
   t.equal(stats(app).leases, 0)
   t.equal((await segment(app, 'the white square')).statusCode, 200, 'and the next request is served')
