@@ -177,7 +177,9 @@ async function decodeFull (input: Buffer, header: ImageHeader, opts: DecodeOptio
  * orients and resizes to the letterbox window (nw × nh) in one pass. libvips streams it, and
  * JPEG (DCT scaling) and WebP decode at a fraction of their size (shrink-on-load), so no
  * full-size copy of the pixels is made. The resize sees the image as stored (sharp orients after
- * it, with the target swapped), 8-bit sRGB conversion comes after the resize.
+ * it, with the target swapped), 8-bit sRGB conversion comes after the resize. For a 90° or 270°
+ * orientation the two axes are thus resampled in the other order than PIL's rotate-then-resize,
+ * which can round an edge pixel differently (test/routes/real-model.test.ts measures it).
  *
  * An image with alpha is the exception: PIL drops alpha before resizing, while a resize with
  * alpha weights colours by it (premultiplication), so such an image is decoded at full size
