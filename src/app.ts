@@ -9,6 +9,7 @@ import type { Config } from './config.js'
 import { errorHandler, ERR_NOT_FOUND } from './errors.js'
 import type { Segmenter, SegmenterFactory } from './model/segmenter.js'
 import authPlugin from './plugins/auth.js'
+import budgetPlugin, { type BudgetPluginOptions } from './plugins/budget.js'
 import metricsPlugin, { type Metrics } from './plugins/metrics.js'
 import segmenterPlugin from './plugins/segmenter.js'
 import healthRoutes from './routes/health.js'
@@ -32,6 +33,8 @@ export interface AppDeps {
   /** Fastify logger option or instance; default: no logging. */
   logger?: FastifyServerOptions['logger']
   loggerInstance?: FastifyServerOptions['loggerInstance']
+  /** Tests: where the memory limit is read from (src/budget/memory-limit.ts). */
+  memoryProbe?: BudgetPluginOptions['probe']
 }
 
 export function buildApp (config: Config, deps: AppDeps = {}): FastifyInstance {
@@ -43,7 +46,18 @@ export function buildApp (config: Config, deps: AppDeps = {}): FastifyInstance {
     return503OnClosing: false,
     // Non-multipart bodies are refused before parsing; this only bounds what might still be read.
     bodyLimit: 1024 * 1024,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    // Node's own limits, behind the route's (408/504 at REQUEST_TIMEOUT_MS): headers must arrive
+    // within HEADERS_TIMEOUT_MS, a whole request soon after the deadline; checked every second
+    // (Node checks every 30 s by default).
+    requestTimeout: config.headersTimeoutMs + config.requestTimeoutMs + 1000,
+    http: {
+      headersTimeout: config.headersTimeoutMs,
+      requestTimeout: config.headersTimeoutMs + config.requestTimeoutMs + 1000,
+      connectionsCheckingInterval: Math.min(1000, config.headersTimeoutMs),
+    },
   }) as unknown as FastifyInstance
+  app.server.maxConnections = config.maxConnections
 
   app.decorate('config', config)
   app.decorate('lifecycle', { closing: false })
@@ -69,6 +83,7 @@ export function buildApp (config: Config, deps: AppDeps = {}): FastifyInstance {
       headerPairs: 100,
     },
   })
+  void app.register(budgetPlugin, { probe: deps.memoryProbe })
   void app.register(metricsPlugin)
   void app.register(segmenterPlugin, { segmenter: deps.segmenter })
   void app.register(healthRoutes)

@@ -73,11 +73,15 @@ export const ERR_UNAUTHORIZED = createError('SEG_ERR_UNAUTHORIZED', '%s', 401)
 export const ERR_RATE_LIMITED = createError('SEG_ERR_RATE_LIMITED', 'Too many requests for this API key; try again in %s s', 429)
 // 404 / 405
 export const ERR_NOT_FOUND = createError('SEG_ERR_NOT_FOUND', 'Route %s %s not found', 404)
+// 408: the body did not arrive in time (the connection is closed after the answer).
+export const ERR_REQUEST_TIMEOUT = createError('SEG_ERR_REQUEST_TIMEOUT', '%s', 408)
 // 406: nothing the client accepts can be produced.
 export const ERR_NOT_ACCEPTABLE = createError('SEG_ERR_NOT_ACCEPTABLE', '%s', 406)
 // 413: too many bytes or pixels.
 export const ERR_PAYLOAD_TOO_LARGE = createError('SEG_ERR_PAYLOAD_TOO_LARGE', '%s', 413)
 export const ERR_IMAGE_TOO_LARGE = createError('SEG_ERR_IMAGE_TOO_LARGE', '%s', 413)
+/** An image that needs more memory than the server can give one request is too large for this deployment. */
+export const ERR_MEMORY_TOO_LARGE = (message: string): SegError => ERR_IMAGE_TOO_LARGE(message)
 export const ERR_TOO_MANY_FIELDS = createError('SEG_ERR_TOO_MANY_FIELDS', 'The multipart body has too many fields', 413)
 export const ERR_TOO_MANY_PARTS = createError('SEG_ERR_TOO_MANY_PARTS', 'The multipart body has too many parts', 413)
 // 415: the body or the file is not something we can read.
@@ -92,6 +96,7 @@ export const ERR_CLIENT_CLOSED = createError('SEG_ERR_CLIENT_CLOSED', 'The clien
 export const ERR_NOT_READY = createError('SEG_ERR_NOT_READY', 'The model is not loaded yet', 503, { retryAfter: 5 })
 export const ERR_SHUTTING_DOWN = createError('SEG_ERR_SHUTTING_DOWN', 'The server is shutting down', 503, { retryAfter: 5 })
 export const ERR_QUEUE_FULL = createError('SEG_ERR_QUEUE_FULL', 'Too many requests are waiting (%s queued); try again shortly', 503, { retryAfter: 1 })
+export const ERR_MEMORY_BUSY = createError('SEG_ERR_MEMORY_BUSY', 'The memory this server may use is taken by other requests (%s); try again shortly', 503, { retryAfter: 1 })
 export const ERR_WORKER_CRASHED = createError('SEG_ERR_WORKER_CRASHED', 'The inference worker stopped while handling this request; try again', 503, { retryAfter: 1 })
 export const ERR_DEADLINE = createError('SEG_ERR_DEADLINE', 'The request did not finish within %s ms', 504)
 export const ERR_INTERNAL = createError('SEG_ERR_INTERNAL', 'Internal Server Error', 500)

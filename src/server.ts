@@ -54,6 +54,16 @@ async function main (): Promise<void> {
   try {
     await app.segmenter.started
     app.log.info({ provider: app.segmenter.provider() }, 'ready')
+    const b = app.budget.stats()
+    const mib = (bytes: number): number => Math.round(bytes / 1024 / 1024)
+    app.log.info({
+      limitMb: mib(b.limitBytes),
+      limitSource: b.limitSource,
+      reserveMb: mib(b.reserveBytes),
+      reserveSource: config.memoryReserveMb > 0 ? 'MEMORY_RESERVE_MB' : 'measured',
+      requestBudgetMb: mib(b.capacityBytes),
+    }, 'memory budget')
+    if (b.capacityBytes === 0) app.log.warn({ limitMb: mib(b.limitBytes), reserveMb: mib(b.reserveBytes) }, 'the memory budget leaves nothing for requests: every /segment request will be refused')
   } catch (err) {
     app.log.fatal({ reason: (err as Error).message }, 'the model could not be started')
     await app.close().catch(() => {})

@@ -50,7 +50,7 @@ export function fakeEngine (config: Config, opts: FakeOptions = {}): Engine {
 /** The segmenter of the fake model, for buildApp (the app adds its metrics' hooks). */
 export function fakeSegmenter (config: Config, opts: FakeOptions = {}): SegmenterFactory {
   const manifest = parseManifest(fakeModelJson(), '/nonexistent')
-  return (hooks) => createSegmenter({ manifest, vocab: FAKE_VOCAB, engine: fakeEngine(config, { ...opts, hooks: bothHooks(hooks, opts.hooks) }), maxImagePixels: config.maxImagePixels })
+  return (hooks, budget) => createSegmenter({ manifest, vocab: FAKE_VOCAB, engine: fakeEngine(config, { ...opts, hooks: bothHooks(hooks, opts.hooks) }), maxImagePixels: config.maxImagePixels, budget })
 }
 
 export const testConfig = (overrides: Partial<Config> = {}): Config =>

@@ -275,7 +275,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {string} */
-                code: "SEG_ERR_INVALID_FIELD" | "SEG_ERR_MISSING_FIELD" | "SEG_ERR_MULTIPART" | "SEG_ERR_IMAGE_DECODE" | "SEG_ERR_VALIDATION" | "SEG_ERR_BAD_REQUEST" | "SEG_ERR_EXPRESSION_TOO_LONG" | "SEG_ERR_TOO_MANY_EXPRESSIONS" | "SEG_ERR_TOO_MANY_FILES" | "SEG_ERR_UNAUTHORIZED" | "SEG_ERR_RATE_LIMITED" | "SEG_ERR_TOO_MANY_FIELDS" | "SEG_ERR_TOO_MANY_PARTS" | "SEG_ERR_NOT_FOUND" | "SEG_ERR_NOT_ACCEPTABLE" | "SEG_ERR_PAYLOAD_TOO_LARGE" | "SEG_ERR_IMAGE_TOO_LARGE" | "SEG_ERR_UNSUPPORTED_MEDIA_TYPE" | "SEG_ERR_NOT_AN_IMAGE" | "SEG_ERR_IMAGE_FORMAT" | "SEG_ERR_NO_KNOWN_WORDS" | "SEG_ERR_NOT_READY" | "SEG_ERR_SHUTTING_DOWN" | "SEG_ERR_QUEUE_FULL" | "SEG_ERR_WORKER_CRASHED" | "SEG_ERR_DEADLINE" | "SEG_ERR_INTERNAL";
+                code: "SEG_ERR_INVALID_FIELD" | "SEG_ERR_MISSING_FIELD" | "SEG_ERR_MULTIPART" | "SEG_ERR_IMAGE_DECODE" | "SEG_ERR_VALIDATION" | "SEG_ERR_BAD_REQUEST" | "SEG_ERR_EXPRESSION_TOO_LONG" | "SEG_ERR_TOO_MANY_EXPRESSIONS" | "SEG_ERR_TOO_MANY_FILES" | "SEG_ERR_UNAUTHORIZED" | "SEG_ERR_RATE_LIMITED" | "SEG_ERR_TOO_MANY_FIELDS" | "SEG_ERR_TOO_MANY_PARTS" | "SEG_ERR_NOT_FOUND" | "SEG_ERR_REQUEST_TIMEOUT" | "SEG_ERR_NOT_ACCEPTABLE" | "SEG_ERR_PAYLOAD_TOO_LARGE" | "SEG_ERR_IMAGE_TOO_LARGE" | "SEG_ERR_UNSUPPORTED_MEDIA_TYPE" | "SEG_ERR_NOT_AN_IMAGE" | "SEG_ERR_IMAGE_FORMAT" | "SEG_ERR_NO_KNOWN_WORDS" | "SEG_ERR_NOT_READY" | "SEG_ERR_SHUTTING_DOWN" | "SEG_ERR_QUEUE_FULL" | "SEG_ERR_MEMORY_BUSY" | "SEG_ERR_WORKER_CRASHED" | "SEG_ERR_DEADLINE" | "SEG_ERR_INTERNAL";
                 message: string;
                 /** @description Machine-readable detail (e.g. `unknownWords` for SEG_ERR_NO_KNOWN_WORDS). */
                 details?: Record<string, never>;
@@ -311,10 +311,11 @@ export interface components {
             };
         };
         /**
-         * @description The file exceeds MAX_IMAGE_BYTES (SEG_ERR_PAYLOAD_TOO_LARGE), the image's header claims more
-         *     than MAX_IMAGE_PIXELS pixels (SEG_ERR_IMAGE_TOO_LARGE; nothing is decoded), or the form has
-         *     more than MAX_FORM_FIELDS text fields (SEG_ERR_TOO_MANY_FIELDS) or MAX_FORM_PARTS parts
-         *     (SEG_ERR_TOO_MANY_PARTS).
+         * @description The file exceeds MAX_IMAGE_BYTES, or the declared body size its limit
+         *     (SEG_ERR_PAYLOAD_TOO_LARGE), the image's header claims more than MAX_IMAGE_PIXELS pixels, or
+         *     the image would need more memory than the server can give one request
+         *     (SEG_ERR_IMAGE_TOO_LARGE; nothing is decoded), or the form has more than MAX_FORM_FIELDS
+         *     text fields (SEG_ERR_TOO_MANY_FIELDS) or MAX_FORM_PARTS parts (SEG_ERR_TOO_MANY_PARTS).
          */
         PayloadTooLarge: {
             headers: {
@@ -386,10 +387,11 @@ export interface components {
         };
         /**
          * @description The model is not loaded yet (SEG_ERR_NOT_READY), the server is shutting down
-         *     (SEG_ERR_SHUTTING_DOWN), the queue is full (SEG_ERR_QUEUE_FULL) or the worker serving the
-         *     request stopped (SEG_ERR_WORKER_CRASHED). Retry after `Retry-After` seconds; for a full
-         *     queue it is the work ahead (queued + in flight) divided by the measured throughput
-         *     (requests completed per second over the last 30 s), 1–60 s.
+         *     (SEG_ERR_SHUTTING_DOWN), the queue is full (SEG_ERR_QUEUE_FULL), the memory the server may
+         *     use is taken by other requests and no more can wait for it (SEG_ERR_MEMORY_BUSY) or the
+         *     worker serving the request stopped (SEG_ERR_WORKER_CRASHED). Retry after `Retry-After`
+         *     seconds; for a full queue or memory it is the work ahead (queued + in flight) divided by
+         *     the measured throughput (requests completed per second over the last 30 s), 1–60 s.
          */
         Unavailable: {
             headers: {
@@ -402,9 +404,24 @@ export interface components {
             };
         };
         /**
-         * @description The request did not finish within REQUEST_TIMEOUT_MS, counted from its arrival
-         *     (SEG_ERR_DEADLINE). Queued work of such a request is dropped; so is that of a client that
-         *     disconnects.
+         * @description The request body stopped arriving for BODY_IDLE_TIMEOUT_MS, or had not arrived whole when
+         *     REQUEST_TIMEOUT_MS (counted from the request's arrival) passed
+         *     (SEG_ERR_REQUEST_TIMEOUT). The connection is closed after this answer.
+         */
+        RequestTimeout: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /**
+         * @description The request did not finish within REQUEST_TIMEOUT_MS, counted from its arrival: one
+         *     deadline for the upload, decoding, waiting for memory or a worker, inference and encoding
+         *     (SEG_ERR_DEADLINE). The work of such a request is dropped or, when it is running, its
+         *     result discarded; so is that of a client that disconnects.
          */
         DeadlineExceeded: {
             headers: {
@@ -476,6 +493,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             406: components["responses"]["NotAcceptable"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["UnprocessableExpression"];

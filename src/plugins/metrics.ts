@@ -83,6 +83,36 @@ export default fp(async (app: FastifyInstance) => {
   })
 
   new Gauge({
+    name: 'vlt_memory_budget_bytes',
+    help: 'The memory budget: limit (what the service may use), reserve (model, workers, runtime, margin), capacity (limit − reserve, for requests), in_use (leases of requests now), peak_in_use (largest in_use since start)',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+    collect () {
+      const b = app.budget.stats()
+      this.set({ kind: 'limit' }, b.limitBytes)
+      this.set({ kind: 'reserve' }, b.reserveBytes)
+      this.set({ kind: 'capacity' }, b.capacityBytes)
+      this.set({ kind: 'in_use' }, b.inUseBytes)
+      this.set({ kind: 'peak_in_use' }, b.peakInUseBytes)
+    },
+  })
+  new Gauge({
+    name: 'vlt_memory_budget_waiting',
+    help: 'Requests waiting for their share of the memory budget',
+    registers: [registry],
+    collect () { this.set(app.budget.stats().waiting) },
+  })
+  new Counter({
+    name: 'vlt_memory_budget_refusals_total',
+    help: 'Requests the memory budget refused or gave up on: busy (upload refused, 503), queue_full (503), too_large (413), deadline (504 while waiting), client_closed',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+    collect () {
+      this.reset()
+      for (const [reason, n] of Object.entries(app.budget.stats().refusals)) this.inc({ reason }, n)
+    },
+  })
+  new Gauge({
     name: 'vlt_inference_queue_depth',
     help: 'Jobs waiting in the engine queue for a worker',
     registers: [registry],
@@ -163,4 +193,4 @@ export default fp(async (app: FastifyInstance) => {
     },
   }
   app.decorate('metrics', metrics)
-}, { name: 'metrics' })
+}, { name: 'metrics', dependencies: ['budget'] })
