@@ -1,6 +1,6 @@
 /**
- * Reads the POST /segment multipart form: `image` (one file), `expression` (repeatable text)
- * and `threshold` (optional number). Rejects early with coded errors; never buffers more than
+ * Reads the POST /segment multipart form: `image` (one file), `expression` (repeatable text),
+ * `threshold` (optional number) and `model` (optional: name or name@version). Rejects early with coded errors; never buffers more than
  * the configured limits.
  */
 import type { FastifyRequest } from 'fastify'
@@ -14,6 +14,8 @@ export interface SegmentForm {
   filename?: string
   expressions: string[]
   threshold?: number
+  /** name or name@version; absent: the default model. */
+  model?: string
 }
 
 export interface FormLimits {
@@ -27,6 +29,7 @@ export async function readSegmentForm (request: FastifyRequest, limits: FormLimi
   const expressions: string[] = []
   let threshold: number | undefined
   let sawThreshold = false
+  let model: string | undefined
 
   try {
     for await (const part of request.parts()) {
@@ -54,10 +57,14 @@ export async function readSegmentForm (request: FastifyRequest, limits: FormLimi
           sawThreshold = true
           threshold = parseThreshold(value)
           break
+        case 'model':
+          if (model !== undefined) throw ERR_INVALID_FIELD('Expected one value for model but received several')
+          model = parseModelRef(value)
+          break
         case 'image':
           throw ERR_INVALID_FIELD(expected('a file', 'image', 'a text field'))
         default:
-          throw ERR_INVALID_FIELD(expected('one of image, expression, threshold', 'a form field', part.fieldname))
+          throw ERR_INVALID_FIELD(expected('one of image, expression, threshold, model', 'a form field', part.fieldname))
       }
     }
   } catch (err) {
@@ -68,10 +75,17 @@ export async function readSegmentForm (request: FastifyRequest, limits: FormLimi
   if (image === undefined) throw ERR_MISSING_FIELD(expected('an image file', 'image', undefined))
   if (image.length === 0) throw ERR_INVALID_FIELD(expected('a non-empty file', 'image', 'an empty file'))
   if (expressions.length === 0) throw ERR_MISSING_FIELD(expected('at least one text field', 'expression', undefined))
-  return { image, filename, expressions, threshold }
+  return { image, filename, expressions, threshold, model }
 }
 
-function checkExpression (value: string, count: number, limits: FormLimits): string {
+/** A model reference: name or name@version, each part letters, digits, . _ - (src/model/repository.ts). */
+export function parseModelRef (value: string): string {
+  const s = value.trim()
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9][A-Za-z0-9._+-]*)?$/.test(s)) throw ERR_INVALID_FIELD(expected('a model name or name@version', 'model', value))
+  return s
+}
+
+export function checkExpression (value: string, count: number, limits: FormLimits): string {
   if (count >= limits.maxExpressions) {
     throw ERR_TOO_MANY_EXPRESSIONS(`Expected at most ${limits.maxExpressions} values for expression but received more`)
   }
@@ -84,7 +98,7 @@ function checkExpression (value: string, count: number, limits: FormLimits): str
   return value
 }
 
-function parseThreshold (value: string): number {
+export function parseThreshold (value: string): number {
   const s = value.trim()
   const n = Number(s)
   if (s === '' || !isThreshold(n)) throw ERR_THRESHOLD(value)

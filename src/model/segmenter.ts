@@ -12,6 +12,7 @@
  * `createSegmenter` takes an already-built engine so tests can drive the real pre- and
  * post-processing with a fake runtime; `createSegmenterFromFolder` builds the real one.
  */
+import { stat } from 'node:fs/promises'
 import type { ConfigSection } from '../config.js'
 import { ERR_THRESHOLD, noKnownWords } from '../errors.js'
 import { createEngine, type Engine, type EngineHooks, type EngineLogger, type EngineSettings, type InferenceJob } from '../engine/engine.js'
@@ -46,6 +47,8 @@ export interface ExpressionResult {
   tokens: Token[]
   /** 8-bit greyscale PNG, 255 on the object, at the image's size after EXIF rotation. */
   png: Buffer
+  /** The same mask, 0 / 255 per pixel, row-major (the engine's buffer, not a copy): the other encodings read it. */
+  mask: Uint8Array
   score: number
   bbox: [number, number, number, number] | null
   area: number
@@ -63,6 +66,8 @@ export interface Timings {
 
 export interface SegmentResult {
   model: { name: string, version: string, provider: string }
+  /** L of the model that answered: each query's attention covers the real tokens, at most L. */
+  maxWords: number
   image: { width: number, height: number, format: string }
   results: ExpressionResult[]
   timings: Timings
@@ -81,6 +86,10 @@ export interface ModelInfo {
   numQueries: number
   threshold: number
   vocabSize: number
+  /** Bytes of the graph files each worker loads (model.onnx, or image_encoder.onnx + head.onnx); 0 when unknown. */
+  weightsBytes: number
+  /** model.json as parsed (GET /models, v2 model metadata). */
+  metadata: Record<string, unknown>
 }
 
 export interface Segmenter extends Pick<Engine, 'started' | 'isReady' | 'provider' | 'stats' | 'close'> {
@@ -97,6 +106,8 @@ export interface SegmenterOptions {
   maxImagePixels: number
   /** Absent: no cache. Only useful when the engine runs the split graphs. */
   cache?: FeatureCache
+  /** Bytes of the graph files each worker loads (ModelInfo.weightsBytes). */
+  weightsBytes?: number
 }
 
 /** The image as the engine takes it, and what the answer needs to know about it. */
@@ -109,7 +120,7 @@ interface PreparedImage {
   letterboxedAt: number
 }
 
-export function createSegmenter ({ manifest, vocab, engine, maxImagePixels, cache = createFeatureCache(0, '') }: SegmenterOptions): Segmenter {
+export function createSegmenter ({ manifest, vocab, engine, maxImagePixels, cache = createFeatureCache(0, ''), weightsBytes = 0 }: SegmenterOptions): Segmenter {
   const tokenizer = createTokenizer(vocab, { maxWords: manifest.maxWords, ...manifest.vocab })
 
   async function segment (req: SegmentRequest): Promise<SegmentResult> {
@@ -126,6 +137,7 @@ export function createSegmenter ({ manifest, vocab, engine, maxImagePixels, cach
     const done = performance.now()
     return {
       model: { name: manifest.name, version: manifest.version, provider: engine.provider() },
+      maxWords: manifest.maxWords,
       image: { width: geometry.width, height: geometry.height, format: image.format },
       results,
       timings: {
@@ -180,11 +192,11 @@ export function createSegmenter ({ manifest, vocab, engine, maxImagePixels, cach
       attention: Array.from(row.attention.subarray(q * L, q * L + n)),
     }))
     const png = await encodeMaskPng(row.mask, geometry.width, geometry.height)
-    return { expression, tokens: tokenized.tokens, png, score: row.score, bbox: row.bbox, area: row.area, queries }
+    return { expression, tokens: tokenized.tokens, png, mask: row.mask, score: row.score, bbox: row.bbox, area: row.area, queries }
   }
 
   return {
-    info: modelInfo(manifest, vocab),
+    info: modelInfo(manifest, vocab, weightsBytes),
     started: engine.started,
     isReady: engine.isReady,
     provider: engine.provider,
@@ -195,15 +207,17 @@ export function createSegmenter ({ manifest, vocab, engine, maxImagePixels, cach
   }
 }
 
-function modelInfo (manifest: Manifest, vocab: string[]): ModelInfo {
+function modelInfo (manifest: Manifest, vocab: string[], weightsBytes: number): ModelInfo {
   const { name, version, preset, maskSize, maxWords, numQueries, threshold } = manifest
-  return { name, version, preset, inputSize: manifest.input.size, maskSize, maxWords, numQueries, threshold, vocabSize: vocab.length }
+  return { name, version, preset, inputSize: manifest.input.size, maskSize, maxWords, numQueries, threshold, vocabSize: vocab.length, weightsBytes, metadata: manifest.raw }
 }
 
 /** The config sections a segmenter built from a model folder reads. */
 export type SegmenterSettings = ConfigSection<'segmenter'> & EngineSettings
 
 export interface FolderOptions extends SegmenterSettings {
+  /** The model folder. */
+  modelPath: string
   /** Use model.json `split` when present (default true); false: always model.onnx. */
   splitGraphs?: boolean
   hooks?: EngineHooks
@@ -219,8 +233,10 @@ export type SegmenterFactory = (hooks: EngineHooks) => Segmenter | Promise<Segme
 export async function createSegmenterFromFolder (opts: FolderOptions): Promise<Segmenter> {
   const { manifest, vocab, graphs } = await loadModelFolder(opts.modelPath)
   const split = opts.splitGraphs === false ? undefined : graphs.split
-  const engine = createEngine({ model: { ...graphs, split }, settings: opts, hooks: opts.hooks, logger: opts.logger, workerUrl: opts.workerUrl })
   // Without the split graphs there are no features to cache.
   const cache = createFeatureCache(split !== undefined ? Math.round(opts.featureCacheMb * 1024 * 1024) : 0, featureSalt(manifest))
-  return createSegmenter({ manifest, vocab, engine, maxImagePixels: opts.maxImagePixels, cache })
+  const files = split !== undefined ? [split.encoderFile, split.headFile] : [graphs.modelFile]
+  const weightsBytes = (await Promise.all(files.map(async (f) => (await stat(f)).size))).reduce((a, b) => a + b, 0)
+  const engine = createEngine({ model: { ...graphs, split }, settings: opts, hooks: opts.hooks, logger: opts.logger, workerUrl: opts.workerUrl })
+  return createSegmenter({ manifest, vocab, engine, maxImagePixels: opts.maxImagePixels, cache, weightsBytes })
 }

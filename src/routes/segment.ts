@@ -1,30 +1,17 @@
 /**
- * POST /segment — multipart `image` + one or more `expression` (+ optional `threshold`).
- * JSON by default; `Accept: image/png` returns the single mask as a PNG.
+ * POST /segment — multipart `image` + one or more `expression` (+ optional `threshold`, and
+ * `model`: name or name@version, else the default model). JSON by default; `Accept: image/png`
+ * returns the single mask as a PNG.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { ERR_NOT_ACCEPTABLE, ERR_NOT_READY, ERR_QUEUE_FULL, ERR_SHUTTING_DOWN, ERR_UNSUPPORTED_MEDIA_TYPE, expected, SegError } from '../errors.js'
+import { ERR_NOT_ACCEPTABLE, ERR_NOT_READY, ERR_SHUTTING_DOWN, ERR_UNSUPPORTED_MEDIA_TYPE, expected } from '../errors.js'
 import { readSegmentForm } from '../http/form.js'
 import { acceptable, mediaType } from '../http/negotiate.js'
-import { retryAfterSeconds, throughputMeter } from '../http/retry-after.js'
-import type { SegmentRequest, SegmentResult, Segmenter } from '../model/segmenter.js'
+import type { SegmentResult } from '../model/segmenter.js'
 import { errorBody, segmentResponse } from '../schemas.js'
 
 export default async function segmentRoutes (app: FastifyInstance): Promise<void> {
-  const { segmenter, config, metrics, lifecycle } = app
-  const throughput = throughputMeter()
-
-  /** segmenter.segment, measuring throughput and answering a full queue with a computed Retry-After. */
-  async function segment (req: SegmentRequest): Promise<SegmentResult> {
-    try {
-      const result = await segmenter.segment(req)
-      throughput.record()
-      return result
-    } catch (err) {
-      if (err instanceof SegError && err.code === ERR_QUEUE_FULL.code) throw queueFull(segmenter, throughput.rate(), err)
-      throw err
-    }
-  }
+  const { models, config, lifecycle } = app
 
   app.post('/segment', {
     onRequest: async (request) => {
@@ -32,7 +19,7 @@ export default async function segmentRoutes (app: FastifyInstance): Promise<void
       if (acceptable(request.headers.accept).length === 0) throw ERR_NOT_ACCEPTABLE(expected('application/json or image/png', 'Accept', request.headers.accept))
       if (!/^multipart\/form-data\b/i.test(request.headers['content-type'] ?? '')) throw ERR_UNSUPPORTED_MEDIA_TYPE(expected('multipart/form-data', 'Content-Type', request.headers['content-type']))
       if (lifecycle.closing) throw ERR_SHUTTING_DOWN()
-      if (!segmenter.isReady()) throw ERR_NOT_READY()
+      if (!models.anyReady()) throw ERR_NOT_READY()
     },
     schema: { response: { 200: segmentResponse, '4xx': errorBody, '5xx': errorBody } },
   }, async (request, reply) => {
@@ -41,12 +28,8 @@ export default async function segmentRoutes (app: FastifyInstance): Promise<void
     if (rep === undefined) throw ERR_NOT_ACCEPTABLE(`Expected one expression for Accept: image/png but received ${form.expressions.length}; ask for application/json`)
 
     const deadline = Date.now() - reply.elapsedTime + config.requestTimeoutMs
-    const result = await segment({ image: form.image, expressions: form.expressions, threshold: form.threshold, deadline, timeoutMs: config.requestTimeoutMs, signal: disconnectSignal(request, reply) })
-    metrics.observeStages(result.timings)
-    request.log.info({
-      width: result.image.width, height: result.image.height, format: result.image.format, expressions: form.expressions.length,
-      batchSize: result.batchSize, timings: result.timings, ...(config.logExpressions ? { segment: { expressions: form.expressions } } : {}),
-    }, 'segmentation done')
+    const req = { image: form.image, expressions: form.expressions, threshold: form.threshold, deadline, timeoutMs: config.requestTimeoutMs, signal: disconnectSignal(request, reply) }
+    const result = await app.segmentWith(form.model, req, request.log)
 
     void reply.header('x-model', `${result.model.name}@${result.model.version}`)
     if (rep === 'png') return sendPng(reply, result)
@@ -54,14 +37,8 @@ export default async function segmentRoutes (app: FastifyInstance): Promise<void
   })
 }
 
-function queueFull (segmenter: Segmenter, rate: number | undefined, err: SegError): SegError {
-  const s = segmenter.stats()
-  const retryAfter = retryAfterSeconds(s.queueDepth + s.busyWorkers, rate, s.liveWorkers)
-  return new SegError(err.code, err.statusCode, err.message, { retryAfter })
-}
-
 /** Aborted when the client goes away before the answer is written. */
-function disconnectSignal (request: FastifyRequest, reply: FastifyReply): AbortSignal {
+export function disconnectSignal (request: FastifyRequest, reply: FastifyReply): AbortSignal {
   const controller = new AbortController()
   reply.raw.once('close', () => { if (!reply.raw.writableFinished) controller.abort() })
   request.raw.once('aborted', () => controller.abort())

@@ -15,11 +15,17 @@ t.test('readiness: 503 starting → 200 ready', async (t) => {
   const before = await app.inject('/readyz')
   t.equal(before.statusCode, 503)
   t.equal(before.headers['retry-after'], '5')
-  t.strictSame(before.json(), { status: 'starting', model: 'vlt-fake@0.0.1', provider: 'pending', workers: { configured: 1, live: 0 } })
+  t.strictSame(before.json(), {
+    status: 'starting', model: 'vlt-fake@0.0.1', provider: 'pending', workers: { configured: 1, live: 0 },
+    models: [{ name: 'vlt-fake', version: '0.0.1', state: 'loading', provider: 'pending', workers: { configured: 1, live: 0 } }],
+  })
   await app.segmenter.started
   const after = await app.inject('/readyz')
   t.equal(after.statusCode, 200)
-  t.strictSame(after.json(), { status: 'ready', model: 'vlt-fake@0.0.1', provider: 'cpu', workers: { configured: 1, live: 1 } })
+  t.strictSame(after.json(), {
+    status: 'ready', model: 'vlt-fake@0.0.1', provider: 'cpu', workers: { configured: 1, live: 1 },
+    models: [{ name: 'vlt-fake', version: '0.0.1', state: 'ready', provider: 'cpu', workers: { configured: 1, live: 1 } }],
+  })
 })
 
 /** Send one raw HTTP/1.1 request and return the status line and body. */

@@ -1,0 +1,99 @@
+/**
+ * The models as a named plugin: decorates `app.models` (the model registry, src/model/repository.ts)
+ * and `app.segmenter` (the default model's serving segmenter). The source is MODELS_DIR when set,
+ * else the one folder MODEL_PATH; tests inject a segmenter factory or a folder loader. Models found
+ * at start are loaded before the app is ready (their workers start in the background:
+ * `app.models.started`); MODELS_POLL_MS > 0 rescans on a timer. On close, accepted requests
+ * finish, then every model's engine stops.
+ */
+import fp from 'fastify-plugin'
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
+import { ERR_QUEUE_FULL, SegError, toErrorResponse } from '../errors.js'
+import { retryAfterSeconds, throughputMeter, type ThroughputMeter } from '../http/retry-after.js'
+import { createModelRegistry, type FolderLoader, fixedSource, folderSource, type ModelRegistry, repositorySource } from '../model/repository.js'
+import { createSegmenterFromFolder, type SegmentRequest, type SegmentResult, type Segmenter, type SegmenterFactory } from '../model/segmenter.js'
+
+export interface ModelsPluginOptions {
+  /** One model built by the caller (tests). */
+  segmenter?: SegmenterFactory
+  /** How a model folder becomes a segmenter (tests: a fake engine); default: createSegmenterFromFolder. */
+  loadFolder?: FolderLoader
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    models: ModelRegistry
+    /**
+     * One segmentation on a model (`ref`: name, name@version, or undefined for the default) — the
+     * path POST /segment and v2 infer share: route with a lease, run, count per model and version,
+     * log, release. A full queue gets a Retry-After computed from that model's throughput.
+     */
+    segmentWith: (ref: string | undefined, req: SegmentRequest, log: FastifyBaseLogger, version?: string) => Promise<SegmentResult>
+    /** The default model's serving segmenter (undefined once it is removed). */
+    segmenter: Segmenter
+  }
+}
+
+export default fp(async (app: FastifyInstance, opts: ModelsPluginOptions) => {
+  const { config, metrics } = app
+  const loadFolder: FolderLoader = opts.loadFolder ?? (async (dir, hooks) => await createSegmenterFromFolder({ ...config, modelPath: dir, hooks, logger: app.log }))
+  const source = opts.segmenter !== undefined
+    ? fixedSource(opts.segmenter, metrics.engineHooks)
+    : config.modelsDir !== '' ? repositorySource(config.modelsDir, loadFolder) : folderSource(config.modelPath, loadFolder)
+  const models = createModelRegistry({
+    source,
+    defaultModel: config.defaultModel,
+    logger: app.log,
+    events: { hooks: metrics.engineHooks, onReload: metrics.observeReload },
+  })
+  app.decorate('models', models)
+  app.decorate('segmenter', { getter: () => models.get() as Segmenter })
+  await models.start()
+
+  const meters = new WeakMap<Segmenter, ThroughputMeter>()
+  app.decorate('segmentWith', async (ref: string | undefined, req: SegmentRequest, log: FastifyBaseLogger, version?: string): Promise<SegmentResult> => {
+    const lease = models.acquire(ref, version)
+    const { segmenter, deployment: d } = lease
+    const labels = { model: d.name, version: d.version }
+    let meter = meters.get(segmenter)
+    if (meter === undefined) { meter = throughputMeter(); meters.set(segmenter, meter) }
+    try {
+      const result = await segmenter.segment(req)
+      meter.record()
+      metrics.observeModelRequest(labels, 200)
+      metrics.observeStages(result.timings, labels)
+      log.info({
+        model: `${d.name}@${d.version}`,
+        width: result.image.width,
+        height: result.image.height,
+        format: result.image.format,
+        expressions: req.expressions.length,
+        batchSize: result.batchSize,
+        timings: result.timings,
+        ...(config.logExpressions ? { segment: { expressions: req.expressions } } : {}),
+      }, 'segmentation done')
+      return result
+    } catch (err) {
+      metrics.observeModelRequest(labels, toErrorResponse(err).statusCode)
+      if (err instanceof SegError && err.code === ERR_QUEUE_FULL.code) {
+        const s = segmenter.stats()
+        throw new SegError(err.code, err.statusCode, err.message, { retryAfter: retryAfterSeconds(s.queueDepth + s.busyWorkers, meter.rate(), s.liveWorkers) })
+      }
+      throw err
+    } finally {
+      lease.release()
+    }
+  })
+
+  let poll: NodeJS.Timeout | undefined
+  if (config.modelsPollMs > 0 && opts.segmenter === undefined) {
+    poll = setInterval(() => {
+      models.reload('poll').catch((err) => app.log.error({ reason: (err as Error).message }, 'model rescan failed'))
+    }, config.modelsPollMs)
+    poll.unref()
+  }
+  app.addHook('onClose', async () => {
+    if (poll !== undefined) clearInterval(poll)
+    await models.close()
+  })
+}, { name: 'models', dependencies: ['metrics'] })
