@@ -207,6 +207,8 @@ export interface Deployment {
   loadedAt: Date
   /** Requests routed to this deployment and not finished. */
   leases: number
+  /** Why its workers could not start (a model found at start; a reloaded version that fails is never routed to). */
+  failed?: string
 }
 
 export interface Lease {
@@ -306,7 +308,7 @@ export function createModelRegistry ({ source, defaultModel = '', logger, events
     const entry = models.get(d.name)
     if (entry?.serving !== d) return 'draining'
     if (d.segmenter.isReady()) return 'ready'
-    return d.segmenter.provider() === 'pending' ? 'loading' : 'unavailable'
+    return d.failed === undefined && d.segmenter.provider() === 'pending' ? 'loading' : 'unavailable'
   }
 
   function deployment (c: Candidate, segmenter: Segmenter): Deployment {
@@ -314,23 +316,33 @@ export function createModelRegistry ({ source, defaultModel = '', logger, events
   }
 
   async function start (): Promise<void> {
-    const { candidates, problems } = await source.scan()
-    if (problems.length > 0) throw new Error(problems.map((p) => `model ${p.name}: ${p.reason}`).join('; '))
-    if (candidates.length === 0) throw new Error(`no model folder in ${source.describe}`)
-    for (const c of candidates) {
-      const segmenter = await c.load(hooksFor(c.name, c.version))
-      const d = deployment(c, segmenter)
-      models.set(c.name, { name: c.name, default: false, serving: d, draining: [] })
-      events.onReload?.({ model: c.name, version: d.version, result: 'loaded' }, 'start')
-    }
-    if (defaultModel !== '' && !models.has(defaultModel)) throw new Error(`DEFAULT_MODEL ${defaultModel} is not among the models (${[...models.keys()].join(', ')})`)
-    Promise.all([...models.values()].map(async (m) => {
-      try {
-        await m.serving!.segmenter.started
-      } catch (err) {
-        throw new Error(`model ${m.name}@${m.serving!.version}: ${(err as Error).message}`)
+    try {
+      const { candidates, problems } = await source.scan()
+      if (problems.length > 0) throw new Error(problems.map((p) => `model ${p.name}: ${p.reason}`).join('; '))
+      if (candidates.length === 0) throw new Error(`no model folder in ${source.describe}`)
+      for (const c of candidates) {
+        const segmenter = await c.load(hooksFor(c.name, c.version))
+        const d = deployment(c, segmenter)
+        models.set(c.name, { name: c.name, default: false, serving: d, draining: [] })
+        events.onReload?.({ model: c.name, version: d.version, result: 'loaded' }, 'start')
       }
-    })).then(resolveStarted, rejectStarted)
+      if (defaultModel !== '' && !models.has(defaultModel)) throw new Error(`DEFAULT_MODEL ${defaultModel} is not among the models (${[...models.keys()].join(', ')})`)
+    } catch (err) {
+      // The app will not start: stop the workers of the models loaded so far.
+      await Promise.all([...models.values()].map(async (m) => await m.serving?.segmenter.close()))
+      models.clear()
+      throw err
+    }
+    Promise.all([...models.values()].map(async (m) => {
+      const d = m.serving!
+      try {
+        await d.segmenter.started
+      } catch (err) {
+        d.failed = (err as Error).message
+        logger.error({ model: d.name, version: d.version, reason: d.failed }, 'model could not be started')
+        throw new Error(`model ${m.name}@${d.version}: ${d.failed}`)
+      }
+    })).then(() => resolveStarted(), rejectStarted)
   }
 
   function acquire (ref?: string, version?: string): Lease {

@@ -9,7 +9,8 @@
  *
  * Infer inputs: `image` BYTES [1], the encoded file (JSON: its base64 text, since JSON strings
  * cannot carry raw bytes; binary tensor data: the bytes themselves), and `expression` BYTES [K],
- * UTF-8 text. Request parameters: `threshold` (0–1) and `format` (png, the default, or uint8).
+ * UTF-8 text. Request parameters: `threshold` (0–1), `format` (png, the default, or uint8) and
+ * `timeout` (µs, as Triton's; it can only shorten REQUEST_TIMEOUT_MS).
  * Outputs: `mask` — with format png, BYTES [K], each an 8-bit greyscale PNG at the image's size,
  * exactly the bytes POST /segment returns (a mask as JSON numbers costs 2–4 bytes a pixel, a PNG
  * of it a few hundred bytes in all); with format uint8, UINT8 [K, H, W], 0 or 255 per pixel —
@@ -43,7 +44,8 @@ type V2Format = typeof V2_FORMATS[number]
 
 const OUTPUTS = ['mask', 'query_confidence', 'word_attention', 'score'] as const
 type OutputName = typeof OUTPUTS[number]
-const PARAMETERS = ['threshold', 'format', 'binary_data_output'] as const
+/** Ours, the binary data extension's, and Triton's `timeout` (µs; the sooner of it and REQUEST_TIMEOUT_MS applies). */
+const PARAMETERS = ['threshold', 'format', 'binary_data_output', 'timeout'] as const
 
 type Datatype = 'BYTES' | 'UINT8' | 'FP32'
 interface OutTensor { name: OutputName, datatype: Datatype, shape: number[], values: Buffer[] | Uint8Array | Float32Array }
@@ -129,9 +131,10 @@ export default async function v2Routes (app: FastifyInstance): Promise<void> {
   const infer = async (request: FastifyRequest<{ Params: Params }>, reply: FastifyReply): Promise<Buffer | object> => {
     const { name, version } = request.params
     const parsed = parseInferBody(request.body as Buffer | undefined, request.headers['inference-header-content-length'])
-    const { image, expressions, threshold, format, outputs } = readInferRequest(parsed, config)
-    const deadline = Date.now() - reply.elapsedTime + config.requestTimeoutMs
-    const result = await app.segmentWith(name, { image, expressions, threshold, deadline, timeoutMs: config.requestTimeoutMs, signal: disconnectSignal(request, reply) }, request.log, version)
+    const { image, expressions, threshold, format, outputs, timeoutMs } = readInferRequest(parsed, config)
+    const budget = Math.min(config.requestTimeoutMs, timeoutMs ?? Infinity)
+    const deadline = Date.now() - reply.elapsedTime + budget
+    const result = await app.segmentWith(name, { image, expressions, threshold, deadline, timeoutMs: budget, signal: disconnectSignal(request, reply) }, request.log, version)
     void reply.header('x-model', `${result.model.name}@${result.model.version}`)
     const tensors = outputTensors(result, format).filter((t) => outputs.has(t.name))
     const head = { model_name: result.model.name, model_version: result.model.version, ...(parsed.json.id !== undefined ? { id: String(parsed.json.id) } : {}) }
@@ -189,6 +192,8 @@ interface InferInputs {
   expressions: string[]
   threshold?: number
   format: V2Format
+  /** The `timeout` parameter in ms. */
+  timeoutMs?: number
   /** Requested outputs → whether each is sent as binary data. */
   outputs: Map<OutputName, boolean>
 }
@@ -206,6 +211,11 @@ export function readInferRequest ({ json, binary }: ParsedBody, limits: Limits):
   if (params.format !== undefined) {
     if (!(V2_FORMATS as readonly unknown[]).includes(params.format)) throw ERR_INVALID_FIELD(expected(`one of ${V2_FORMATS.join(', ')}`, 'parameter format', String(params.format)))
     format = params.format as V2Format
+  }
+  let timeoutMs: number | undefined
+  if (params.timeout !== undefined) {
+    if (!Number.isInteger(params.timeout) || (params.timeout as number) <= 0) throw ERR_INVALID_FIELD(expected('a positive integer (µs)', 'parameter timeout', String(params.timeout)))
+    timeoutMs = Math.max(1, Math.ceil((params.timeout as number) / 1000))
   }
   if (!Array.isArray(json.inputs)) throw ERR_MISSING_FIELD(expected('an array of input tensors', 'inputs', undefined))
 
@@ -268,7 +278,7 @@ export function readInferRequest ({ json, binary }: ParsedBody, limits: Limits):
       outputs.set(name as OutputName, b === undefined ? binaryDefault : b === true)
     }
   }
-  return { image, expressions, threshold, format, outputs }
+  return { image, expressions, threshold, format, outputs, timeoutMs }
 }
 
 function elementCount (shape: unknown, name: string): number {
