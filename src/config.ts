@@ -54,7 +54,7 @@ const SETTINGS = {
   LOG_LEVEL: { section: 'server', schema: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } },
   EXECUTION_PROVIDERS: { section: 'session', schema: { type: 'string', pattern: '^\\s*[a-z]+(\\s*,\\s*[a-z]+)*\\s*$', default: 'cpu', description: `comma-separated, in order of preference: ${PROVIDERS.join(', ')}` }, parse: parseProviders },
   REQUIRE_GPU: { section: 'session', schema: { type: 'boolean', default: false, description: 'exit instead of falling back to CPU when no GPU provider loads' } },
-  WORKERS: { section: 'engine', schema: { type: 'integer', minimum: 0, maximum: 64, default: 0, description: 'inference worker threads; 0 = derive from the CPU count (max(2, CPUs / 2))' } },
+  WORKERS: { section: 'engine', schema: { type: 'integer', minimum: 0, maximum: 64, default: 0, description: 'engine worker threads; 0 = derive from the CPU count (max(2, CPUs / 2))' } },
   THREADS_PER_WORKER: { section: 'session', schema: { type: 'integer', minimum: 0, maximum: 256, default: 0, description: 'ONNX Runtime intra-op threads per worker; 0 = derive from the CPU count (2; 1 on one CPU)' } },
   INTRA_OP_SPINNING: { section: 'session', schema: { type: 'boolean', default: false, description: 'ONNX Runtime intra-op threads busy-wait between parallel sections; off by default, because spinning threads take the cores the event loop, decoding and the other worker need (only matters with THREADS_PER_WORKER > 1)' } },
   MAX_IMAGE_BYTES: { section: 'http', schema: { type: 'integer', minimum: 1024, default: 20 * 1024 * 1024, description: 'bytes of the uploaded file (413 SEG_ERR_PAYLOAD_TOO_LARGE)' } },

@@ -173,7 +173,7 @@ export function createEngine ({ model, settings, hooks = {}, logger, workerUrl =
         logger[msg.level]({ worker: slot.index, ...msg.data }, msg.msg)
         return
       case 'failed':
-        logger.error({ worker: slot.index, reason: msg.message }, 'inference worker failed to start')
+        logger.error({ worker: slot.index, reason: msg.message }, 'engine worker failed to start')
         if (!startedOk) rejectStarted(new Error(msg.message))
         slot.state = 'dead'
         void slot.worker.terminate()
@@ -183,7 +183,7 @@ export function createEngine ({ model, settings, hooks = {}, logger, workerUrl =
         slot.provider = msg.provider
         provider = msg.provider
         consecutiveFailures = 0
-        logger.info({ worker: slot.index, provider: msg.provider, golden: msg.golden?.maxAbsDiff }, 'inference worker ready')
+        logger.info({ worker: slot.index, provider: msg.provider, golden: msg.golden?.maxAbsDiff }, 'engine worker ready')
         if (!startedOk && --startingCount === 0) {
           startedOk = true
           resolveStarted()
@@ -232,10 +232,10 @@ export function createEngine ({ model, settings, hooks = {}, logger, workerUrl =
     for (const p of lost) settle(p, () => p.reject(ERR_WORKER_CRASHED()))
     if (closed) return
     if (!startedOk) {
-      if (wasStarting) rejectStarted(new Error(`inference worker ${slot.index} stopped during start-up (${why})`))
+      if (wasStarting) rejectStarted(new Error(`engine worker ${slot.index} stopped during start-up (${why})`))
       return
     }
-    logger.error({ worker: slot.index, reason: why, failedJobs: lost.length }, 'inference worker stopped; replacing it')
+    logger.error({ worker: slot.index, reason: why, failedJobs: lost.length }, 'engine worker stopped; replacing it')
     // Replace it, backing off while replacements keep failing.
     restarts++
     const delay = Math.min(30_000, restartDelayMs * 2 ** consecutiveFailures)

@@ -98,12 +98,12 @@ export default fp(async (app: FastifyInstance) => {
     return [[{ kind: 'used' }, c.bytes], [{ kind: 'capacity' }, c.capacityBytes]]
   })
   perModel('gauge', 'vlt_feature_cache_entries', 'Images in the feature cache', none, (d) => [[{}, d.segmenter.cacheStats().entries]])
-  perModel('gauge', 'vlt_inference_queue_depth', 'Requests waiting for an inference worker', none, (d) => [[{}, d.segmenter.stats().queueDepth]])
-  perModel('gauge', 'vlt_inference_workers', 'Inference workers by state (configured, live, busy)', ['state'] as const, (d) => {
+  perModel('gauge', 'vlt_inference_queue_depth', 'Jobs waiting in the engine queue for a worker', none, (d) => [[{}, d.segmenter.stats().queueDepth]])
+  perModel('gauge', 'vlt_inference_workers', 'Engine workers by state (configured, live, busy)', ['state'] as const, (d) => {
     const s = d.segmenter.stats()
     return [[{ state: 'configured' }, s.workers], [{ state: 'live' }, s.liveWorkers], [{ state: 'busy' }, s.busyWorkers]]
   })
-  perModel('gauge', 'vlt_inference_worker_restarts', 'Inference workers replaced after a crash since the version was loaded', none, (d) => [[{}, d.segmenter.stats().restarts]])
+  perModel('gauge', 'vlt_inference_worker_restarts', 'Engine workers replaced after a crash since the version was loaded', none, (d) => [[{}, d.segmenter.stats().restarts]])
   perModel('gauge', 'vlt_execution_provider', 'The ONNX Runtime execution provider in use (value 1)', ['provider'] as const, (d) => [[{ provider: d.segmenter.provider() }, 1]])
   perModel('gauge', 'vlt_model_state', 'State of each loaded model version (value 1): loading, ready, unavailable (no live worker) or draining', ['state'] as const, (d) => [[{ state: app.models.stateOf(d) }, 1]])
   perModel('gauge', 'vlt_model_inflight_requests', 'Requests routed to the model version and not yet answered', none, (d) => [[{}, d.leases]])

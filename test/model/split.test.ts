@@ -18,6 +18,10 @@ import { bothHooks, form, silentLogger, testConfig } from '../helper.js'
 
 const MODEL_DIR = path.resolve(new URL('../../models/vlt-refshapes', import.meta.url).pathname)
 
+// Seven segmenters on the real model, each starting its own worker threads: on a busy machine
+// that alone takes longer than the suite's default per-file timeout.
+t.setTimeout(300_000)
+
 if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
   t.comment(`no model folder at ${MODEL_DIR}`)
   t.pass('skipped: no model folder')
