@@ -292,6 +292,23 @@ t.test('docker/compose.yaml', async (t) => {
   }
 })
 
+t.test('docker/compose.models.yaml: mounts a model repository read-only at MODELS_DIR', async (t) => {
+  const base = parseYaml(read('docker', 'compose.yaml'), { merge: true }).services.segmentation
+  const svc = parseYaml(read('docker', 'compose.models.yaml')).services.segmentation
+  const env = Object.fromEntries(Object.entries({ ...base.environment, ...svc.environment } as Record<string, unknown>).map(([k, v]) => [k, interpolate(v)]))
+  for (const k of Object.keys(svc.environment)) t.ok(SERVICE_VARS.has(k), `${k} is a service variable`)
+  const config = loadConfig(env, 2)
+  const mount = svc.volumes[0]
+  t.equal(mount.target, config.modelsDir, 'mounted where MODELS_DIR points')
+  t.equal(mount.read_only, true)
+  t.ok(existsSync(path.join(DOCKER, interpolate(mount.source), 'vlt-refshapes', 'model.json')), 'the default source is the repository\'s models/ folder')
+  const docker = spawnSync('docker', ['compose', 'version'], { encoding: 'utf8' })
+  if (docker.status === 0) {
+    const r = spawnSync('docker', ['compose', '-f', path.join(DOCKER, 'compose.yaml'), '-f', path.join(DOCKER, 'compose.models.yaml'), 'config', '-q'], { encoding: 'utf8', timeout: 20_000 })
+    t.equal(r.status, 0, `docker compose -f compose.yaml -f compose.models.yaml config -q ${r.stderr}`)
+  }
+})
+
 // ---------------------------------------------------------------------------------------------
 // Kubernetes
 
