@@ -12,8 +12,8 @@
  * UTF-8 text. Request parameters: `threshold` (0–1), `format` (png, the default, or uint8) and
  * `timeout` (µs, as Triton's; it can only shorten REQUEST_TIMEOUT_MS).
  * Outputs: `mask` — with format png, BYTES [K], each an 8-bit greyscale PNG at the image's size,
- * exactly the bytes POST /segment returns (a mask as JSON numbers costs 2–4 bytes a pixel, a PNG
- * of it a few hundred bytes in all); with format uint8, UINT8 [K, H, W], 0 or 255 per pixel —
+ * exactly the bytes POST /segment returns (JSON numbers cost 2–4 bytes a pixel; a PNG of a mask
+ * is far smaller, docs/models.md); with format uint8, UINT8 [K, H, W], 0 or 255 per pixel —
  * `query_confidence` FP32 [K, Nq] (the QBM's weight of each query), `word_attention` FP32
  * [K, Nq, L] (each query's attention over the words, 0 on padding) and `score` FP32 [K].
  * The mask encodings of POST /segment's `format` field are the ones to add to V2_FORMATS.
