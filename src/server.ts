@@ -41,6 +41,8 @@ async function main (): Promise<void> {
   })
   for (const l of process.listeners('SIGHUP')) if (!hupBefore.includes(l)) process.removeListener('SIGHUP', l)
   process.on('SIGHUP', () => {
+    // Before the models plugin ran there is nothing to reload; the start itself reads the folders.
+    if (!app.hasDecorator('models')) return
     app.log.info({ signal: 'SIGHUP' }, 'reloading the models')
     app.models.reload('signal').catch((err) => app.log.error({ reason: (err as Error).message }, 'model reload failed'))
   })

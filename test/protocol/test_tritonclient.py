@@ -167,9 +167,11 @@ def test_infer_mask_equals_segment(client, server, golden):
     assert np.array_equal(pixels(masks[0]), expected)
     conf = result.as_numpy("query_confidence")
     att = result.as_numpy("word_attention")
-    assert conf.shape == (1, 16) and conf.dtype == np.float32 and np.all((conf > 0) & (conf < 1))
+    model_json = json.loads((MODEL / "model.json").read_text())
+    nq, words = model_json["num_queries"], model_json["max_words"]
+    assert conf.shape == (1, nq) and conf.dtype == np.float32 and np.all((conf > 0) & (conf < 1))
     n = len(expression.split())
-    assert att.shape == (1, 16, 15)
+    assert att.shape == (1, nq, words)
     assert np.allclose(att[0, :, :n].sum(axis=1), 1, atol=1e-3), "attention over the words sums to 1"
     assert np.all(att[0, :, n:] == 0), "no attention on padding"
     assert result.get_response()["model_version"] == server["version"]

@@ -163,3 +163,12 @@ t.test('the limits and errors of /segment, in the protocol\'s error shape', asyn
   const noModel = await infer(app, request(['the']), '/v2/models/other/infer')
   t.equal(noModel.statusCode, 404)
 })
+
+t.test('API keys apply to /v2 too, with the protocol\'s error shape', async (t) => {
+  const app = await build(t, { config: { apiKeys: ['k'] } })
+  const res = await infer(app, request(['the']))
+  t.equal(res.statusCode, 401)
+  t.strictSame(Object.keys(res.json()), ['error'])
+  const ok = await app.inject({ method: 'POST', url: '/v2/models/vlt-fake/infer', payload: JSON.stringify(request(['the white square'])), headers: { 'content-type': 'application/json', authorization: 'Bearer k' } })
+  t.equal(ok.statusCode, 200)
+})
