@@ -50,6 +50,8 @@ t.test('shutdown: readiness turns 503 at once, the request in flight finishes, t
   await app.listen({ host: '127.0.0.1', port: 0 })
   const port = (app.server.address() as net.AddressInfo).port
   const img = await rectImage(32, 32, { x: 4, y: 4, w: 8, h: 8 })
+  // Closed, the app serves no model any more: keep a handle on the one that served.
+  const segmenter = app.segmenter
 
   // A request in flight (the fake model sleeps 400 ms on 'slow').
   const inflight = fetch(`http://127.0.0.1:${port}/segment`, { method: 'POST', body: form({ image: img, expression: 'the slow one' }) })
@@ -76,5 +78,5 @@ t.test('shutdown: readiness turns 503 at once, the request in flight finishes, t
   t.equal(((await res.json()) as { results: unknown[] }).results.length, 1)
   await closing
   t.equal(closed, true)
-  t.equal(app.segmenter.isReady(), false)
+  t.equal(segmenter.isReady(), false)
 })
