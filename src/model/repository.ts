@@ -61,8 +61,8 @@ export interface ModelSource {
   scan: () => Promise<ScanResult>
 }
 
-/** Builds the segmenter of one model folder (createSegmenterFromFolder; tests pass a fake). */
-export type FolderLoader = (dir: string, hooks: EngineHooks) => Promise<Segmenter>
+/** Builds the segmenter of one model folder (createSegmenterFromFolder; tests pass a fake); `id` is what the scan read from its model.json (for logs). */
+export type FolderLoader = (dir: string, hooks: EngineHooks, id: { name: string, version: string }) => Promise<Segmenter>
 
 /** Versions compare piece by piece on . - +, numerically where both pieces are numbers (1.10.0 > 1.9.2). */
 export function compareVersions (a: string, b: string): number {
@@ -115,7 +115,7 @@ export function folderSource (dir: string, loader: FolderLoader): ModelSource {
       // A folder that cannot be read is the loader's to report (it names the missing file).
       const id = await readIdentity(abs).catch(() => ({ name: path.basename(abs), version: '' }))
       const fingerprint = await folderFingerprint(abs).catch(() => `missing:${abs}`)
-      return { candidates: [{ ...id, dir: abs, fingerprint, load: async (hooks) => await loader(abs, hooks) }], problems: [] }
+      return { candidates: [{ ...id, dir: abs, fingerprint, load: async (hooks) => await loader(abs, hooks, id) }], problems: [] }
     },
   }
 }
@@ -169,7 +169,8 @@ export function repositorySource (root: string, loader: FolderLoader): ModelSour
         if (id.name !== name) { problem(`model.json names the model ${JSON.stringify(id.name)}, its folder is ${JSON.stringify(name)}`, id.version, fingerprint); continue }
         if (version !== undefined && id.version !== version) { problem(`model.json says version ${JSON.stringify(id.version)}, its folder is ${name}/${version}/`, version, fingerprint); continue }
         const d = dir
-        candidates.push({ name, version: id.version, dir: d, fingerprint, load: async (hooks) => await loader(d, hooks) })
+        const found = { name, version: id.version }
+        candidates.push({ ...found, dir: d, fingerprint, load: async (hooks) => await loader(d, hooks, found) })
       }
       return { candidates, problems }
     },

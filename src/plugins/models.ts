@@ -36,7 +36,8 @@ declare module 'fastify' {
 
 export default fp(async (app: FastifyInstance, opts: ModelsPluginOptions) => {
   const { config, metrics } = app
-  const loadFolder: FolderLoader = opts.loadFolder ?? (async (dir, hooks) => await createSegmenterFromFolder({ ...config, modelPath: dir, hooks, logger: app.log }))
+  // The engine's log lines (worker started, crashed, replaced) carry the model and version.
+  const loadFolder: FolderLoader = opts.loadFolder ?? (async (dir, hooks, { name, version }) => await createSegmenterFromFolder({ ...config, modelPath: dir, hooks, logger: app.log.child({ model: name, version }) }))
   const source = opts.segmenter !== undefined
     ? fixedSource(opts.segmenter, metrics.engineHooks)
     : config.modelsDir !== '' ? repositorySource(config.modelsDir, loadFolder) : folderSource(config.modelPath, loadFolder)
