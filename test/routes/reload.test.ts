@@ -1,7 +1,7 @@
 /**
  * Reloading models (fake engines behind the real repository, registry, routes and worker threads):
  * a new version, a broken one (the old one keeps serving), a request held across the swap, removal
- * with drain, and the admin key. Nothing here depends on timing: a request is held in its worker
+ * with drain, the admin key and MODELS_POLL_MS. Nothing here depends on timing: a request is held in its worker
  * by a gate the test opens.
  */
 import t from 'tap'
@@ -100,4 +100,28 @@ t.test('POST /admin/reload needs an admin key; API keys do not open it', async (
   const res = await off.app.inject({ method: 'POST', url: '/admin/reload', headers: { authorization: `Bearer ${ADMIN_KEY}` } })
   t.equal(res.statusCode, 401)
   t.match(res.json().error.message, /Admin routes are off: set ADMIN_API_KEYS/)
+})
+
+t.test('MODELS_POLL_MS: a rescan rolls a new version in; a rejected one is not retried until it changes', async (t) => {
+  const { app, root } = await fakeRepo(t, (root) => writeFakeModel(root, 'alpha', '1'), { modelsPollMs: 50 })
+  writeFakeModel(root, 'alpha', '2')
+  await until(() => app.models.get('alpha')?.info.version === '2')
+  t.equal((await segment(app)).headers['x-model'], 'alpha@2')
+
+  writeFakeModel(root, 'alpha', '3', { fakeWorker: { failStart: true } })
+  await until(() => app.models.list()[0].lastRejected?.version === '3')
+  const first = app.models.list()[0].lastRejected!.at
+  // Several more rescans pass; the same broken folder is not loaded again.
+  const metric = async () => (await app.inject('/metrics')).payload.match(/vlt_model_reloads_total\{model="alpha",version="3",result="rejected"\} (\d+)/)?.[1]
+  const before = await metric()
+  await afterAnotherRescan()
+  t.equal(await metric(), before, 'polls did not retry it')
+  t.equal(app.models.list()[0].lastRejected!.at, first)
+  t.equal((await segment(app)).headers['x-model'], 'alpha@2', 'the previous version keeps serving')
+
+  /** Until a later rescan finished: one that also found a new, unrelated model (it scans alpha first). */
+  async function afterAnotherRescan (): Promise<void> {
+    writeFakeModel(root, 'beta', '1')
+    await until(() => app.models.get('beta')?.isReady() === true)
+  }
 })
