@@ -10,6 +10,10 @@ import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../../src/app.js'
 import { fakeFolderLoader, fakeRepo, form, rectImage, testConfig, until, writeFakeModel } from '../helper.js'
 
+// Each test starts worker threads for several model versions; on a loaded two-core machine that
+// outlasts the suite's 120 s file default. Nothing asserts time.
+t.setTimeout(300_000)
+
 const img = await rectImage(32, 32, { x: 4, y: 4, w: 8, h: 8 })
 
 const segment = async (app: FastifyInstance, model?: string, expression = 'the circle') =>

@@ -10,6 +10,10 @@ import path from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import { ADMIN_KEY, adminReload, fakeRepo, form, rectImage, until, writeFakeModel } from '../helper.js'
 
+// Each test starts worker threads for several model versions; on a loaded two-core machine that
+// outlasts the suite's 120 s file default. Nothing asserts time.
+t.setTimeout(300_000)
+
 const img = await rectImage(32, 32, { x: 4, y: 4, w: 8, h: 8 })
 
 const segment = async (app: FastifyInstance, model?: string, expression = 'the circle') =>
