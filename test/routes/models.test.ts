@@ -89,6 +89,8 @@ t.test('a model that fails to start: models.started rejects naming it, readiness
     writeFakeModel(root, 'beta', '1', { fakeWorker: { failStart: true } })
   }, {}, false)
   await t.rejects(app.models.started, /model beta@1: fake start failure/)
+  // beta fails at once; alpha's worker may still be starting.
+  await until(() => app.models.get('alpha')?.isReady() === true)
   const res = await app.inject('/readyz')
   t.equal(res.statusCode, 503)
   t.match(res.json(), { status: 'unavailable', models: [{ name: 'alpha', state: 'ready' }, { name: 'beta', state: 'unavailable' }] })
