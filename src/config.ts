@@ -21,11 +21,11 @@ export type ExecutionProvider = typeof PROVIDERS[number]
 
 /**
  * Who reads a setting: `server` (src/server.ts, src/app.ts), `http` (the routes' request limits),
- * `auth` (src/plugins/auth.ts), `segmenter` (src/model/segmenter.ts), `engine` (src/engine/engine.ts,
- * main thread), `session` (the ONNX Runtime sessions, sent to each engine worker) and `budget`
- * (src/budget/, the memory budget).
+ * `auth` (src/plugins/auth.ts), `models` (the model repository, src/model/repository.ts), `segmenter`
+ * (src/model/segmenter.ts), `engine` (src/engine/engine.ts, main thread), `session` (the ONNX Runtime
+ * sessions, sent to each engine worker) and `budget` (src/budget/, the memory budget).
  */
-export type Section = 'server' | 'http' | 'auth' | 'segmenter' | 'engine' | 'session' | 'budget'
+export type Section = 'server' | 'http' | 'auth' | 'models' | 'segmenter' | 'engine' | 'session' | 'budget'
 
 interface Setting {
   section: Section
@@ -52,7 +52,11 @@ function parseProviders (value: string): ExecutionProvider[] {
 
 /** Every variable is optional; its default is in its schema. */
 const SETTINGS = {
-  MODEL_PATH: { section: 'segmenter', schema: { type: 'string', minLength: 1, default: 'models/vlt-refshapes', description: 'model folder (model.onnx, model.json, vocab.txt, golden.json)' } },
+  MODEL_PATH: { section: 'models', schema: { type: 'string', minLength: 1, default: 'models/vlt-refshapes', description: 'model folder (model.onnx, model.json, vocab.txt, golden.json), served alone when MODELS_DIR is not set' } },
+  MODELS_DIR: { section: 'models', schema: { type: 'string', default: '', description: 'model repository: one folder per model, either <name>/<version>/ (the highest version is served) or <name>/ holding model.json itself; when set, MODEL_PATH is not used' } },
+  DEFAULT_MODEL: { section: 'models', schema: { type: 'string', pattern: '^([A-Za-z0-9][A-Za-z0-9._-]*)?$', default: '', description: 'the model a request without a model field gets; empty = the first model by name' } },
+  MODELS_POLL_MS: { section: 'models', schema: { type: 'integer', minimum: 0, maximum: 86_400_000, default: 0, description: 'rescan the models every this many ms and roll in what changed (0 = only on SIGHUP or POST /admin/reload)' } },
+  ADMIN_API_KEYS: { section: 'auth', schema: { type: 'string', default: '', description: 'comma-separated keys for the admin routes (POST /admin/reload, Authorization: Bearer <key>); empty = admin routes refuse every request' }, parse: list },
   HOST: { section: 'server', schema: { type: 'string', minLength: 1, default: '0.0.0.0' } },
   PORT: { section: 'server', schema: { type: 'integer', minimum: 0, maximum: 65535, default: 8080 } },
   LOG_LEVEL: { section: 'server', schema: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } },

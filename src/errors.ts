@@ -75,6 +75,7 @@ export const ERR_RATE_LIMITED = createError('SEG_ERR_RATE_LIMITED', 'Too many re
 export const ERR_NOT_FOUND = createError('SEG_ERR_NOT_FOUND', 'Route %s %s not found', 404)
 // 408: the body did not arrive in time (the connection is closed after the answer).
 export const ERR_REQUEST_TIMEOUT = createError('SEG_ERR_REQUEST_TIMEOUT', '%s', 408)
+export const ERR_MODEL_NOT_FOUND = createError('SEG_ERR_MODEL_NOT_FOUND', '%s', 404)
 // 406: nothing the client accepts can be produced.
 export const ERR_NOT_ACCEPTABLE = createError('SEG_ERR_NOT_ACCEPTABLE', '%s', 406)
 // 413: too many bytes or pixels.
@@ -119,6 +120,11 @@ export function noKnownWords (unknown: Array<{ index: number, words: string[] }>
   const message = parts.join('; ')
   const e = ERR_NO_KNOWN_WORDS(message.charAt(0).toUpperCase() + message.slice(1))
   return new SegError(e.code, e.statusCode, e.message, { details: { unknownWords: unknown } })
+}
+
+/** 404 for a model (or a version of it) that does not serve; `details` names what does. */
+export function modelNotFound (message: string, details: Record<string, unknown>): SegError {
+  return new SegError(ERR_MODEL_NOT_FOUND.code, ERR_MODEL_NOT_FOUND.statusCode, message, { details })
 }
 
 export interface ErrorBody {

@@ -1,15 +1,19 @@
 /** openapi.yaml and the running app cannot drift: real responses are validated against it. */
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { build, form, type FormFields, rectImage } from './helper.js'
+import { adminReload, ADMIN_KEY, build, fakeRepo, form, type FormFields, rectImage, writeFakeModel } from './helper.js'
 import { checkResponse, checkSegmentForm, spec } from './openapi-validator.js'
 
 const img = await rectImage(40, 30, { x: 4, y: 4, w: 10, h: 10 })
 
 t.test('openapi.yaml is OpenAPI 3.x and lists every route', async (t) => {
   t.match(spec.openapi, /^3\./)
-  t.strictSame(Object.keys(spec.paths).sort(), ['/healthz', '/metrics', '/openapi.yaml', '/readyz', '/segment'])
-  t.strictSame(Object.keys(spec.paths['/segment'].post.responses).sort(), ['200', '400', '401', '406', '408', '413', '415', '422', '429', '500', '503', '504'])
+  t.strictSame(Object.keys(spec.paths).sort(), [
+    '/admin/reload', '/healthz', '/metrics', '/models', '/openapi.yaml', '/readyz', '/segment',
+    '/v2', '/v2/health/live', '/v2/health/ready', '/v2/models/{name}', '/v2/models/{name}/infer', '/v2/models/{name}/ready',
+    '/v2/models/{name}/versions/{version}', '/v2/models/{name}/versions/{version}/infer', '/v2/models/{name}/versions/{version}/ready',
+  ])
+  t.strictSame(Object.keys(spec.paths['/segment'].post.responses).sort(), ['200', '400', '401', '404', '406', '408', '413', '415', '422', '429', '500', '503', '504'])
 })
 
 t.test('GET /openapi.yaml serves the file', async (t) => {
@@ -50,6 +54,8 @@ t.test('POST /segment responses conform, for every status code', async (t) => {
     ['413', { image: Buffer.alloc(40 * 1024), expression: 'the' }, {}, 413, true],
     ['415', { image: Buffer.from('not an image at all'), expression: 'the' }, {}, 415, true],
     ['422', { image: img, expression: 'gibberish words' }, {}, 422, true],
+    ['a model', { image: img, expression: 'the', extra: [['model', 'vlt-fake@0.0.1']] }, {}, 200, true],
+    ['404 model', { image: img, expression: 'the', extra: [['model', 'other']] }, {}, 404, true],
   ]
   for (const [name, fields, headers, status, validRequest] of cases) {
     const res = await segment(t, app, fields, headers, validRequest)
@@ -80,6 +86,53 @@ t.test('health, readiness and metrics responses conform', async (t) => {
     t.equal(res.statusCode, 200)
     t.strictSame(checkResponse('GET', path, res), [], path)
   }
+})
+
+t.test('GET /models, POST /admin/reload and the v2 routes conform', async (t) => {
+  const { app, root } = await fakeRepo(t, (root) => writeFakeModel(root, 'vlt-fake', '1'))
+  const get = async (path: string, url = path) => {
+    const res = await app.inject(url)
+    t.strictSame(checkResponse('GET', path, res), [], `${url} ${res.statusCode}`)
+    return res
+  }
+  await get('/models')
+  await get('/readyz')
+  await get('/v2')
+  await get('/v2/health/live')
+  await get('/v2/health/ready')
+  await get('/v2/models/{name}', '/v2/models/vlt-fake')
+  await get('/v2/models/{name}', '/v2/models/nothing')
+  await get('/v2/models/{name}/versions/{version}', '/v2/models/vlt-fake/versions/1')
+  await get('/v2/models/{name}/ready', '/v2/models/vlt-fake/ready')
+  await get('/v2/models/{name}/versions/{version}/ready', '/v2/models/vlt-fake/versions/2/ready')
+
+  const body = (expression: string, extra = {}) => JSON.stringify({
+    inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], data: [img.toString('base64')] }, { name: 'expression', datatype: 'BYTES', shape: [1], data: [expression] }],
+    ...extra,
+  })
+  for (const [url, payload, status] of [
+    ['/v2/models/vlt-fake/infer', body('the white square'), 200],
+    ['/v2/models/vlt-fake/infer', body('the white square', { parameters: { format: 'uint8' } }), 200],
+    ['/v2/models/vlt-fake/infer', body('the', { parameters: { threshold: 5 } }), 400],
+    ['/v2/models/vlt-fake/infer', body('zzz'), 422],
+    ['/v2/models/other/infer', body('the'), 404],
+  ] as const) {
+    const res = await app.inject({ method: 'POST', url, payload, headers: { 'content-type': 'application/json' } })
+    t.equal(res.statusCode, status, url)
+    t.strictSame(checkResponse('POST', '/v2/models/{name}/infer', res), [], `${url} ${status}`)
+  }
+  const versioned = await app.inject({ method: 'POST', url: '/v2/models/vlt-fake/versions/1/infer', payload: body('the', { parameters: { binary_data_output: true } }), headers: { 'content-type': 'application/json' } })
+  t.equal(versioned.statusCode, 200)
+  t.strictSame(checkResponse('POST', '/v2/models/{name}/versions/{version}/infer', versioned), [], 'binary answer')
+
+  writeFakeModel(root, 'vlt-fake', '2')
+  await adminReload(app)
+  const reloaded = await app.inject({ method: 'POST', url: '/admin/reload', headers: { authorization: `Bearer ${ADMIN_KEY}` } })
+  t.strictSame(checkResponse('POST', '/admin/reload', reloaded), [], 'reload 200')
+  const denied = await app.inject({ method: 'POST', url: '/admin/reload' })
+  t.equal(denied.statusCode, 401)
+  t.strictSame(checkResponse('POST', '/admin/reload', denied), [], 'reload 401')
+  await get('/models')
 })
 
 t.test('the validator catches drift', async (t) => {

@@ -19,7 +19,7 @@
  * job asks for them (so the main thread can cache them).
  */
 import type { ConfigSection } from '../config.js'
-import type { Mask, MaskFormat } from '../image/mask-formats.js'
+import type { Mask, MaskEncoding } from '../image/mask-formats.js'
 import type { Geometry } from '../image/preprocess.js'
 
 /** What the engine feeds the network (model.onnx; head.onnx takes `tokens` and the feature maps). */
@@ -99,7 +99,7 @@ export interface RunJob {
   geometry: Geometry
   threshold: number
   /** The encoding of the masks the worker returns; absent: png. */
-  format?: MaskFormat
+  format?: MaskEncoding
 }
 
 export interface RowResult {

@@ -245,6 +245,7 @@ export async function serveWorker (factory: BackendFactory): Promise<void> {
           const attention = out.word_attention.slice(b * numQueries * maxWords, (b + 1) * numQueries * maxWords)
           b++
           if ('png' in mask) transfer.push(mask.png.buffer as ArrayBuffer)
+          else if ('raw' in mask) transfer.push(mask.raw.buffer as ArrayBuffer)
           return { mask, area: summary.area, bbox: summary.bbox, score: summary.score, confidence, attention }
         })
         results.push({ id: job.id, rows, features: batch.features.get(j) })

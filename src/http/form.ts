@@ -1,7 +1,7 @@
 /**
  * Reads the POST /segment multipart form: `image` (one file), `expression` (repeatable text),
- * `threshold` (optional number) and `format` (optional mask encoding). Rejects early with coded
- * errors; never buffers more than the configured limits.
+ * `threshold` (optional number), `format` (optional mask encoding) and `model` (optional: name or
+ * name@version). Rejects early with coded errors; never buffers more than the configured limits.
  */
 import type { FastifyRequest } from 'fastify'
 import { isMaskFormat, MASK_FORMATS, type MaskFormat } from '../image/mask-formats.js'
@@ -17,6 +17,8 @@ export interface SegmentForm {
   threshold?: number
   /** How JSON results carry the mask; absent: png. */
   format?: MaskFormat
+  /** name or name@version; absent: the default model. */
+  model?: string
 }
 
 export interface FormLimits {
@@ -38,6 +40,7 @@ export async function readSegmentForm (request: FastifyRequest, limits: FormLimi
   let threshold: number | undefined
   let sawThreshold = false
   let format: MaskFormat | undefined
+  let model: string | undefined
 
   try {
     const parts = request.parts()[Symbol.asyncIterator]()
@@ -79,10 +82,14 @@ export async function readSegmentForm (request: FastifyRequest, limits: FormLimi
           if (!isMaskFormat(value.trim())) throw ERR_INVALID_FIELD(expected(`one of ${MASK_FORMATS.join(', ')}`, 'format', value))
           format = value.trim() as MaskFormat
           break
+        case 'model':
+          if (model !== undefined) throw ERR_INVALID_FIELD('Expected one value for model but received several')
+          model = parseModelRef(value)
+          break
         case 'image':
           throw ERR_INVALID_FIELD(expected('a file', 'image', 'a text field'))
         default:
-          throw ERR_INVALID_FIELD(expected('one of image, expression, threshold, format', 'a form field', part.fieldname))
+          throw ERR_INVALID_FIELD(expected('one of image, expression, threshold, format, model', 'a form field', part.fieldname))
       }
       // Asked for only once this part is accepted: a request refused here leaves no pending read behind.
       next = parts.next()
@@ -95,7 +102,7 @@ export async function readSegmentForm (request: FastifyRequest, limits: FormLimi
   if (image === undefined) throw ERR_MISSING_FIELD(expected('an image file', 'image', undefined))
   if (image.length === 0) throw ERR_INVALID_FIELD(expected('a non-empty file', 'image', 'an empty file'))
   if (expressions.length === 0) throw ERR_MISSING_FIELD(expected('at least one text field', 'expression', undefined))
-  return { image, filename, expressions, threshold, format }
+  return { image, filename, expressions, threshold, format, model }
 }
 
 /**
@@ -118,7 +125,14 @@ async function collect (file: AsyncIterable<Buffer>, capacity: number): Promise<
   return buf.subarray(0, n)
 }
 
-function checkExpression (value: string, count: number, limits: FormLimits): string {
+/** A model reference: name or name@version, each part letters, digits, . _ - (src/model/repository.ts). */
+export function parseModelRef (value: string): string {
+  const s = value.trim()
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9][A-Za-z0-9._+-]*)?$/.test(s)) throw ERR_INVALID_FIELD(expected('a model name or name@version', 'model', value))
+  return s
+}
+
+export function checkExpression (value: string, count: number, limits: FormLimits): string {
   if (count >= limits.maxExpressions) {
     throw ERR_TOO_MANY_EXPRESSIONS(`Expected at most ${limits.maxExpressions} values for expression but received more`)
   }
@@ -131,7 +145,7 @@ function checkExpression (value: string, count: number, limits: FormLimits): str
   return value
 }
 
-function parseThreshold (value: string): number {
+export function parseThreshold (value: string): number {
   const s = value.trim()
   const n = Number(s)
   if (s === '' || !isThreshold(n)) throw ERR_THRESHOLD(value)

@@ -69,8 +69,11 @@ function ihdr (width: number, height: number): Uint8Array {
 /**
  * Bytes that producing and encoding the masks of one request hold at their peak: one full-size
  * plane (the scanlines), and K finished PNGs. A mask is a bilinear upscale of at most S × S
- * values, so its PNG is far smaller than the plane; W × H / 16 per mask is a generous bound.
+ * values, so its PNG (or its COCO RLE, or its polygons) is far smaller than the plane; W × H / 16
+ * per mask is a generous bound. Raw masks (`format` 'raw', the v2 UINT8 tensor) come back whole:
+ * K planes, and the K × H × W tensor they are copied into.
  */
-export function maskCost (width: number, height: number, expressions: number): number {
+export function maskCost (width: number, height: number, expressions: number, format?: string): number {
+  if (format === 'raw') return scanlineBytes(width, height) + 2 * expressions * width * height + 1024 * 1024
   return scanlineBytes(width, height) + expressions * Math.ceil(width * height / 16) + 1024 * 1024
 }

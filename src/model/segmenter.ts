@@ -20,12 +20,13 @@
  * post-processing with a fake runtime; `createSegmenterFromFolder` builds the real one.
  */
 import type { Budget, Lease } from '../budget/budget.js'
+import { stat } from 'node:fs/promises'
 import type { ConfigSection } from '../config.js'
 import { ERR_CLIENT_CLOSED, ERR_DEADLINE, ERR_THRESHOLD, noKnownWords } from '../errors.js'
 import { createEngine, type Engine, type EngineHooks, type EngineLogger, type EngineSettings, type InferenceJob, type JobOutput } from '../engine/engine.js'
 import { type CachedImage, createFeatureCache, type FeatureCache, type FeatureCacheStats } from '../engine/feature-cache.js'
 import type { ImageFeatures, RowResult } from '../engine/protocol.js'
-import type { Mask, MaskFormat } from '../image/mask-formats.js'
+import type { Mask, MaskEncoding } from '../image/mask-formats.js'
 import { maskCost } from '../image/png.js'
 import { isThreshold } from '../image/postprocess.js'
 import { decodeCost, type Geometry, type ImageHeader, loadLetterboxed, readHeader } from '../image/preprocess.js'
@@ -38,7 +39,7 @@ export interface SegmentRequest {
   /** Overrides model.json output.threshold. */
   threshold?: number
   /** The masks' encoding; absent: png. */
-  format?: MaskFormat
+  format?: MaskEncoding
   /** Epoch ms. */
   deadline: number
   /** The request's whole time budget, for the 504 message. */
@@ -79,6 +80,8 @@ export interface Timings {
 
 export interface SegmentResult {
   model: { name: string, version: string, provider: string }
+  /** L of the model that answered: each query's attention covers the real tokens, at most L. */
+  maxWords: number
   image: { width: number, height: number, format: string }
   results: ExpressionResult[]
   timings: Timings
@@ -97,6 +100,10 @@ export interface ModelInfo {
   numQueries: number
   threshold: number
   vocabSize: number
+  /** Bytes of the graph files each worker loads (model.onnx, or image_encoder.onnx + head.onnx); 0 when unknown. */
+  weightsBytes: number
+  /** model.json as parsed (GET /models, v2 model metadata). */
+  metadata: Record<string, unknown>
 }
 
 export interface Segmenter extends Pick<Engine, 'started' | 'isReady' | 'provider' | 'stats' | 'close'> {
@@ -115,6 +122,8 @@ export interface SegmenterOptions {
   cache?: FeatureCache
   /** The memory budget requests are admitted by; absent: no admission control. */
   budget?: Budget
+  /** Bytes of the graph files each worker loads (ModelInfo.weightsBytes). */
+  weightsBytes?: number
 }
 
 /** The image as the engine takes it, and what the answer needs to know about it. */
@@ -127,7 +136,7 @@ interface PreparedImage {
   letterboxedAt: number
 }
 
-export function createSegmenter ({ manifest, vocab, engine, maxImagePixels, cache = createFeatureCache(0, ''), budget }: SegmenterOptions): Segmenter {
+export function createSegmenter ({ manifest, vocab, engine, maxImagePixels, cache = createFeatureCache(0, ''), budget, weightsBytes = 0 }: SegmenterOptions): Segmenter {
   const tokenizer = createTokenizer(vocab, { maxWords: manifest.maxWords, ...manifest.vocab })
 
   async function segment (req: SegmentRequest): Promise<SegmentResult> {
@@ -143,7 +152,7 @@ export function createSegmenter ({ manifest, vocab, engine, maxImagePixels, cach
       const hit = key !== undefined ? cache.get(key) : undefined
       const header = hit === undefined ? await within(work.track(readHeader(req.image, { maxPixels: maxImagePixels })), req) : undefined
       const size = hit?.geometry ?? header!
-      const cost = (header !== undefined ? decodeCost(header, manifest.input) : 0) + maskCost(size.width, size.height, req.expressions.length)
+      const cost = (header !== undefined ? decodeCost(header, manifest.input) : 0) + maskCost(size.width, size.height, req.expressions.length, req.format)
       if (budget !== undefined) work.add(await budget.acquire(cost, { ...req, held: (req.leases ?? []).reduce((n, l) => n + l.bytes, 0) }))
       const image = hit !== undefined ? fromCache(key!, hit) : await within(work.track(prepareImage(req.image, header!, key)), req)
       const out = await engine.run({ ...image.job, threshold, format: req.format, tokens: tokenized.map((t) => t.ids) }, { ...req, onFinished: work.hold() })
@@ -161,6 +170,7 @@ export function createSegmenter ({ manifest, vocab, engine, maxImagePixels, cach
     const { geometry } = image.job
     return {
       model: { name: manifest.name, version: manifest.version, provider: engine.provider() },
+      maxWords: manifest.maxWords,
       image: { width: geometry.width, height: geometry.height, format: image.format },
       results,
       timings: {
@@ -217,7 +227,7 @@ export function createSegmenter ({ manifest, vocab, engine, maxImagePixels, cach
   }
 
   return {
-    info: modelInfo(manifest, vocab),
+    info: modelInfo(manifest, vocab, weightsBytes),
     started: engine.started,
     isReady: engine.isReady,
     provider: engine.provider,
@@ -278,15 +288,17 @@ async function within<T> (p: Promise<T>, req: Pick<SegmentRequest, 'deadline' | 
   }
 }
 
-function modelInfo (manifest: Manifest, vocab: string[]): ModelInfo {
+function modelInfo (manifest: Manifest, vocab: string[], weightsBytes: number): ModelInfo {
   const { name, version, preset, maskSize, maxWords, numQueries, threshold } = manifest
-  return { name, version, preset, inputSize: manifest.input.size, maskSize, maxWords, numQueries, threshold, vocabSize: vocab.length }
+  return { name, version, preset, inputSize: manifest.input.size, maskSize, maxWords, numQueries, threshold, vocabSize: vocab.length, weightsBytes, metadata: manifest.raw }
 }
 
 /** The config sections a segmenter built from a model folder reads. */
 export type SegmenterSettings = ConfigSection<'segmenter'> & EngineSettings
 
 export interface FolderOptions extends SegmenterSettings {
+  /** The model folder. */
+  modelPath: string
   /** Use model.json `split` when present (default true); false: always model.onnx. */
   splitGraphs?: boolean
   hooks?: EngineHooks
@@ -303,8 +315,10 @@ export type SegmenterFactory = (hooks: EngineHooks, budget?: Budget) => Segmente
 export async function createSegmenterFromFolder (opts: FolderOptions): Promise<Segmenter> {
   const { manifest, vocab, graphs } = await loadModelFolder(opts.modelPath)
   const split = opts.splitGraphs === false ? undefined : graphs.split
-  const engine = createEngine({ model: { ...graphs, split }, settings: opts, hooks: opts.hooks, logger: opts.logger, workerUrl: opts.workerUrl })
   // Without the split graphs there are no features to cache.
   const cache = createFeatureCache(split !== undefined ? Math.round(opts.featureCacheMb * 1024 * 1024) : 0, featureSalt(manifest))
-  return createSegmenter({ manifest, vocab, engine, maxImagePixels: opts.maxImagePixels, cache, budget: opts.budget })
+  const files = split !== undefined ? [split.encoderFile, split.headFile] : [graphs.modelFile]
+  const weightsBytes = (await Promise.all(files.map(async (f) => (await stat(f)).size))).reduce((a, b) => a + b, 0)
+  const engine = createEngine({ model: { ...graphs, split }, settings: opts, hooks: opts.hooks, logger: opts.logger, workerUrl: opts.workerUrl })
+  return createSegmenter({ manifest, vocab, engine, maxImagePixels: opts.maxImagePixels, cache, budget: opts.budget, weightsBytes })
 }

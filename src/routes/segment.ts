@@ -1,24 +1,27 @@
 /**
- * POST /segment — multipart `image` + one or more `expression` (+ optional `threshold`, `format`).
- * JSON by default, each mask in `format` (png, coco_rle or polygon; src/image/mask-formats.ts);
- * `Accept: image/png` returns the single mask as a PNG.
+/**
+ * POST /segment — multipart `image` + one or more `expression` (+ optional `threshold`, `format`,
+ * and `model`: name or name@version, else the default model). JSON by default, each mask in
+ * `format` (png, coco_rle or polygon; src/image/mask-formats.ts); `Accept: image/png` returns the
+ * single mask as a PNG.
  *
  * One deadline (REQUEST_TIMEOUT_MS) runs from the request's arrival: while the body arrives it
  * ends in 408 (as does a body that stalls for BODY_IDLE_TIMEOUT_MS), afterwards in 504. Before a
- * byte of the body is read, the upload takes its declared size from the memory budget (503 when
- * it does not fit); the segmenter then takes what decoding and the masks will need.
+ * byte of the body is read, the upload takes its declared size from the process-wide memory
+ * budget (503 when it does not fit), whichever model it is for; that model's segmenter then takes
+ * what decoding and the masks will need.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Budget, Lease } from '../budget/budget.js'
 import {
-  ERR_MEMORY_BUSY, ERR_MEMORY_TOO_LARGE, ERR_NOT_ACCEPTABLE, ERR_NOT_READY, ERR_PAYLOAD_TOO_LARGE, ERR_QUEUE_FULL, ERR_SHUTTING_DOWN, ERR_UNSUPPORTED_MEDIA_TYPE, expected, SegError,
+  ERR_MEMORY_BUSY, ERR_MEMORY_TOO_LARGE, ERR_NOT_ACCEPTABLE, ERR_NOT_READY, ERR_PAYLOAD_TOO_LARGE, ERR_SHUTTING_DOWN, ERR_UNSUPPORTED_MEDIA_TYPE, expected, SegError,
 } from '../errors.js'
 import { watchBody } from '../http/body-watch.js'
 import { readSegmentForm } from '../http/form.js'
 import { acceptable, mediaType } from '../http/negotiate.js'
 import { type MaskFormat, toJsonMask } from '../image/mask-formats.js'
-import { retryAfterSeconds, throughputMeter } from '../http/retry-after.js'
-import type { SegmentRequest, SegmentResult, Segmenter } from '../model/segmenter.js'
+import { retryAfterSeconds } from '../http/retry-after.js'
+import type { SegmentResult } from '../model/segmenter.js'
 import { errorBody, segmentResponse } from '../schemas.js'
 
 declare module 'fastify' {
@@ -29,21 +32,16 @@ declare module 'fastify' {
 }
 
 export default async function segmentRoutes (app: FastifyInstance): Promise<void> {
-  const { segmenter, config, metrics, lifecycle, budget } = app
-  const throughput = throughputMeter()
+  const { models, config, lifecycle, budget } = app
   // The most a /segment body can be: the image and the multipart framing of every part and field.
   const maxBodyBytes = config.maxImageBytes + config.maxFormParts * (Math.max(1024, config.maxTextLength * 4) + 1024)
 
-  /** segmenter.segment, measuring throughput and answering a full queue with a computed Retry-After. */
-  async function segment (req: SegmentRequest): Promise<SegmentResult> {
-    try {
-      const result = await segmenter.segment(req)
-      throughput.record()
-      return result
-    } catch (err) {
-      if (err instanceof SegError && (err.code === ERR_QUEUE_FULL.code || err.code === ERR_MEMORY_BUSY.code)) throw queueFull(segmenter, throughput.rate(), err)
-      throw err
-    }
+  /** An upload refused for memory: Retry-After from the default model's queue (the model is named in the body, unread). */
+  function uploadsBusy (): SegError {
+    const err = ERR_MEMORY_BUSY('uploads in progress')
+    const s = models.get()?.stats()
+    if (s === undefined) return err
+    return new SegError(err.code, err.statusCode, err.message, { retryAfter: retryAfterSeconds(s.queueDepth + s.busyWorkers, undefined, s.liveWorkers) })
   }
 
   app.post('/segment', {
@@ -52,8 +50,8 @@ export default async function segmentRoutes (app: FastifyInstance): Promise<void
       if (acceptable(request.headers.accept).length === 0) throw ERR_NOT_ACCEPTABLE(expected('application/json or image/png', 'Accept', request.headers.accept))
       if (!/^multipart\/form-data\b/i.test(request.headers['content-type'] ?? '')) throw ERR_UNSUPPORTED_MEDIA_TYPE(expected('multipart/form-data', 'Content-Type', request.headers['content-type']))
       if (lifecycle.closing) throw ERR_SHUTTING_DOWN()
-      if (!segmenter.isReady()) throw ERR_NOT_READY()
-      const upload = { lease: admitUpload(request, reply, budget, maxBodyBytes, () => queueFull(segmenter, throughput.rate(), ERR_MEMORY_BUSY('uploads in progress'))), handedOver: false }
+      if (!models.anyReady()) throw ERR_NOT_READY()
+      const upload = { lease: admitUpload(request, reply, budget, maxBodyBytes, uploadsBusy), handedOver: false }
       request.upload = upload
       // Whatever ends the request before the segmenter has the lease (an error, the client
       // leaving) releases it with the response.
@@ -79,10 +77,13 @@ export default async function segmentRoutes (app: FastifyInstance): Promise<void
           ? `Format ${format} is answered as JSON; ask for application/json`
           : `Expected one expression for Accept: image/png but received ${form.expressions.length}; ask for application/json`)
       }
-      // From here the segmenter releases it, when the request's work has ended.
+      // From here the segmenter releases it, when the request's work has ended (segmentWith, when
+      // no model takes the request).
       upload.handedOver = true
-      const result = await segment({ image: form.image, expressions: form.expressions, threshold: form.threshold, format, deadline, timeoutMs: config.requestTimeoutMs, signal, leases: [upload.lease] })
-      return answer(request, reply, rep, format, result)
+      const req = { image: form.image, expressions: form.expressions, threshold: form.threshold, format, deadline, timeoutMs: config.requestTimeoutMs, signal, leases: [upload.lease] }
+      // segmentWith counts, times and logs the request per model and version.
+      const result = await app.segmentWith(form.model, req, request.log)
+      return answer(reply, rep, format, result)
     } catch (err) {
       // The rest of a body that was not read is not waited for.
       if (err instanceof SegError && err.statusCode === 408) void reply.header('connection', 'close')
@@ -90,13 +91,7 @@ export default async function segmentRoutes (app: FastifyInstance): Promise<void
     }
   })
 
-  function answer (request: FastifyRequest, reply: FastifyReply, rep: 'json' | 'png', format: MaskFormat, result: SegmentResult): FastifyReply | object {
-    metrics.observeStages(result.timings)
-    request.log.info({
-      width: result.image.width, height: result.image.height, format: result.image.format, maskFormat: rep === 'png' ? 'png (raw)' : format, expressions: result.results.length,
-      batchSize: result.batchSize, timings: result.timings, ...(config.logExpressions ? { segment: { expressions: result.results.map((r) => r.expression) } } : {}),
-    }, 'segmentation done')
-
+  function answer (reply: FastifyReply, rep: 'json' | 'png', format: MaskFormat, result: SegmentResult): FastifyReply | object {
     void reply.header('x-model', `${result.model.name}@${result.model.version}`)
     if (rep === 'png') return sendPng(reply, result)
     return toJson(result, format)
@@ -105,16 +100,17 @@ export default async function segmentRoutes (app: FastifyInstance): Promise<void
 
 /**
  * The upload's lease, taken before its body is read: its declared size (or the largest body, when
- * none is declared). Refused with 413 when the declared size is over the limit, 503 when the
- * budget is taken; the unread body is then not waited for.
+ * none is declared), times `factor` for a body held beside what is decoded from it (v2 infer).
+ * Refused with 413 when the declared size is over the limit, 503 when the budget is taken; the
+ * unread body is then not waited for.
  */
-function admitUpload (request: FastifyRequest, reply: FastifyReply, budget: Budget, maxBodyBytes: number, busy: () => SegError): Lease {
+export function admitUpload (request: FastifyRequest, reply: FastifyReply, budget: Budget, maxBodyBytes: number, busy: () => SegError, factor = 1): Lease {
   const declared = Number(request.headers['content-length'])
   if (declared > maxBodyBytes) {
     void reply.header('connection', 'close')
     throw ERR_PAYLOAD_TOO_LARGE(`The request body is ${declared} bytes; at most ${maxBodyBytes} are accepted`)
   }
-  const bytes = declared > 0 ? declared : maxBodyBytes
+  const bytes = factor * (declared > 0 ? declared : maxBodyBytes)
   const lease = budget.tryAcquire(bytes)
   if (lease === undefined) {
     void reply.header('connection', 'close')
@@ -124,14 +120,8 @@ function admitUpload (request: FastifyRequest, reply: FastifyReply, budget: Budg
   return lease
 }
 
-function queueFull (segmenter: Segmenter, rate: number | undefined, err: SegError): SegError {
-  const s = segmenter.stats()
-  const retryAfter = retryAfterSeconds(s.queueDepth + s.busyWorkers, rate, s.liveWorkers)
-  return new SegError(err.code, err.statusCode, err.message, { retryAfter })
-}
-
 /** Aborted when the client goes away before the answer is written. */
-function disconnectSignal (request: FastifyRequest, reply: FastifyReply): AbortSignal {
+export function disconnectSignal (request: FastifyRequest, reply: FastifyReply): AbortSignal {
   const controller = new AbortController()
   reply.raw.once('close', () => { if (!reply.raw.writableFinished) controller.abort() })
   request.raw.once('aborted', () => controller.abort())

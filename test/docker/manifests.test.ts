@@ -378,6 +378,23 @@ t.test('docker/compose.yaml', async (t) => {
   }
 })
 
+t.test('docker/compose.models.yaml: mounts a model repository read-only at MODELS_DIR', async (t) => {
+  const base = parseYaml(read('docker', 'compose.yaml'), { merge: true }).services.segmentation
+  const svc = parseYaml(read('docker', 'compose.models.yaml')).services.segmentation
+  const env = Object.fromEntries(Object.entries({ ...base.environment, ...svc.environment } as Record<string, unknown>).map(([k, v]) => [k, interpolate(v)]))
+  for (const k of Object.keys(svc.environment)) t.ok(SERVICE_VARS.has(k), `${k} is a service variable`)
+  const config = loadConfig(env, 2)
+  const mount = svc.volumes[0]
+  t.equal(mount.target, config.modelsDir, 'mounted where MODELS_DIR points')
+  t.equal(mount.read_only, true)
+  t.ok(existsSync(path.join(DOCKER, interpolate(mount.source), 'vlt-refshapes', 'model.json')), 'the default source is the repository\'s models/ folder')
+  const docker = spawnSync('docker', ['compose', 'version'], { encoding: 'utf8' })
+  if (docker.status === 0) {
+    const r = spawnSync('docker', ['compose', '-f', path.join(DOCKER, 'compose.yaml'), '-f', path.join(DOCKER, 'compose.models.yaml'), 'config', '-q'], { encoding: 'utf8', timeout: 20_000 })
+    t.equal(r.status, 0, `docker compose -f compose.yaml -f compose.models.yaml config -q ${r.stderr}`)
+  }
+})
+
 // ---------------------------------------------------------------------------------------------
 // Kubernetes
 
@@ -649,7 +666,7 @@ t.test('docker/k8s/gpu: the KEDA ScaledObject scales the Deployment on the expor
   t.ok(Number(trigger.metadata.threshold) > 0, 'a positive threshold')
   const metric = /\b(vlt_[a-z_]+)\{/.exec(trigger.metadata.query)?.[1]
   t.equal(metric, 'vlt_inference_queue_depth', 'the queue depth')
-  t.match(read('src', 'plugins', 'metrics.ts'), new RegExp(`name: '${metric ?? '-'}'`), 'a metric the service exports')
+  t.match(read('src', 'plugins', 'metrics.ts'), new RegExp(`(name: |perModel\\('gauge', )'${metric ?? '-'}'`), 'a metric the service exports')
   const matcher = /app_kubernetes_io_name="([^"]+)"/.exec(trigger.metadata.query)?.[1]
   t.equal(matcher, dep.spec.template.metadata.labels['app.kubernetes.io/name'], 'selects the Deployment\'s pods')
 })

@@ -146,11 +146,11 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
     t.strictSame(b.queries, a.queries)
     t.equal(second.json().timings_ms.preprocess, 0, 'a hit skips decoding and letterboxing')
     const text = (await app.inject('/metrics')).payload
-    t.match(text, /vlt_feature_cache_hits_total 1\b/)
-    t.match(text, /vlt_feature_cache_misses_total 1\b/)
-    t.match(text, /vlt_feature_cache_entries 1\b/)
-    t.match(text, /vlt_backbone_batch_size_count 1\b/)
-    t.match(text, /vlt_feature_cache_bytes\{kind="capacity"\} 67108864\b/)
+    t.match(text, /vlt_feature_cache_hits_total\{model="vlt-refshapes",version="[^"]+"\} 1\b/)
+    t.match(text, /vlt_feature_cache_misses_total\{[^}]*\} 1\b/)
+    t.match(text, /vlt_feature_cache_entries\{[^}]*\} 1\b/)
+    t.match(text, /vlt_backbone_batch_size_count\{[^}]*\} 1\b/)
+    t.match(text, /vlt_feature_cache_bytes\{[^}]*kind="capacity"\} 67108864\b/)
   })
 
   t.test('the cache stays within FEATURE_CACHE_MB (LRU eviction); 0 turns it off', async (t) => {

@@ -55,7 +55,7 @@ if (!existsSync(path.join(MODEL_DIR, 'model.onnx'))) {
       const res = await app.inject('/readyz')
       t.equal(res.statusCode, 200)
       t.match(res.json(), { status: 'ready', model, provider: 'cpu' })
-      t.match((await app.inject('/metrics')).payload, /vlt_execution_provider\{provider="cpu"\} 1/)
+      t.match((await app.inject('/metrics')).payload, /vlt_execution_provider\{model="vlt-refshapes",version="[^"]+",provider="cpu"\} 1/)
     })
 
     t.test('golden image → PNG mask equal to the Python evaluator\'s', async (t) => {
