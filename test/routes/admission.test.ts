@@ -132,3 +132,34 @@ t.test('EXPECTED FAILURE - errors release the memory: undecodable image, not an 
   t.equal(stats(app).leases, 0)
   t.equal((await segment(app, 'the white square')).statusCode, 200, 'and the next request is served')
 })
+
+t.test('EXPECTED FAILURE - a v2 infer body is charged before it is read: refused in the protocol\'s shape when the budget cannot hold it', async (t) => {
+  // 25 MiB for requests; a 10 MiB file is about 13.3 MiB as base64, within the body limit, and
+  // charged twice (the body and the image decoded from it).
+  const app = await build(t, { config: budgetConfig })
+  const body = (image: Buffer) => JSON.stringify({
+    inputs: [
+      { name: 'image', datatype: 'BYTES', shape: [1], data: [image.toString('base64')] },
+      { name: 'expression', datatype: 'BYTES', shape: [1], data: ['the white square'] },
+    ],
+  })
+  const big = await app.inject({ method: 'POST', url: '/v2/models/vlt-fake/infer', payload: body(Buffer.alloc(10 * 1024 * 1024, 1)), headers: { 'content-type': 'application/json' } })
+  t.equal(big.statusCode, 413, 'twice the declared body is more than one request may ever hold')
+  t.type(big.json().error, 'string', 'the protocol\'s { error } shape')
+  t.equal(stats(app).inUseBytes, 0)
+  const small = await app.inject({ method: 'POST', url: '/v2/models/vlt-fake/infer', payload: body(img), headers: { 'content-type': 'application/json' } })
+  t.equal(small.statusCode, 200, 'a small body fits')
+  await until(() => stats(app).inUseBytes === 0)
+  t.equal(stats(app).leases, 0, 'its lease was released with its work')
+})
+
+t.test('EXPECTED FAILURE - a model that does not serve (404) releases the upload\'s lease', async (t) => {
+  const app = await build(t, { config: budgetConfig })
+  const req = new Request('http://x/', { method: 'POST', body: form({ image: img, expression: 'the white square', extra: [['model', 'nope']] }) })
+  const payload = Buffer.from(await req.arrayBuffer())
+  const r = await app.inject({ method: 'POST', url: '/segment', payload, headers: { 'content-type': req.headers.get('content-type')! } })
+  t.equal(r.statusCode, 404)
+  t.equal(r.json().error.code, 'SEG_ERR_MODEL_NOT_FOUND')
+  await until(() => stats(app).leases === 0)
+  t.equal(stats(app).inUseBytes, 0)
+})
