@@ -1,7 +1,7 @@
 /**
  * The memory budget as a named plugin: decorates `app.budget` (src/budget/budget.ts) from the
  * memory the service may use (src/budget/memory-limit.ts) and MEMORY_RESERVE_MB. When the reserve
- * is to be measured, the segmenter plugin sets it once the workers are ready.
+ * is to be measured, the models plugin (models.ts) sets it once the models found at start are ready.
  */
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
