@@ -113,10 +113,11 @@ async function post (url, b) {
   return { ms: performance.now() - t, json: JSON.parse(text) }
 }
 
+/** A metric summed over its series (one per model and version; the bench serves one model). */
 async function metric (url, name) {
   const text = await (await fetch(url + '/metrics')).text()
-  const m = new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text)
-  return m ? Number(m[1]) : NaN
+  const values = [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'gm'))].map((m) => Number(m[1]))
+  return values.length > 0 ? values.reduce((a, b) => a + b, 0) : NaN
 }
 
 // ---------------------------------------------------------------- phases

@@ -39,7 +39,7 @@ await time('decode (header check + PNG → RGB)', async () => { img = await deco
 await time('letterbox (resize + CHW float)', async () => { pre = await letterbox(img, spec) })
 const m = manifest.maskSize
 const logits = new Float32Array(m * m).map((_, i) => Math.sin(i / 50) * 4)
-await time('postprocess (sigmoid, un-letterbox, threshold)', () => { mask = postprocess(logits, m, pre.geometry, 0.35) })
+await time('postprocess (sigmoid, un-letterbox, threshold)', () => { mask = postprocess(logits, m, pre.geometry, 0.35, true) })
 await time('PNG encode of the mask', () => encodeMaskPng(mask.mask, mask.width, mask.height))
 
 // 2) a real server

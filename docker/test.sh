@@ -13,9 +13,10 @@
 #   DOCKER_TEST_PORT               host port (default: a free one)
 #   DOCKER_TEST_IMAGE              image tag (default vlt-segmentation-service:test)
 #   DOCKER_TEST_KEEP_IMAGE=1       keep the image afterwards (default; 0 removes it)
+#   DOCKER_TEST_BURST=16           maximum-size uploads sent at once under the memory limit (7b); 0 skips it
 #   SHARED_DIR                     folder with refshapes/ and tools/ (default: ../shared next
 #                                  to the repository, or shared/ inside it)
-# Needs bash, curl and a Docker engine with compose v2. Without an engine, it runs
+# Needs bash, curl, node (for the burst of 7b) and a Docker engine with compose v2. Without an engine, it runs
 # tools/docker-setup.sh from SHARED_DIR (as root) to install one.
 set -euo pipefail
 
@@ -181,6 +182,44 @@ curl -sS -o "$TMP/metrics.txt" "$URL/metrics" || fail "GET /metrics"
 grep -Eq '^process_resident_memory_bytes ' "$TMP/metrics.txt" || fail "/metrics lacks process_resident_memory_bytes"
 grep -Eq '^vlt_[a-z_]+\{.*"/segment".*\} [1-9]' "$TMP/metrics.txt" || fail "/metrics counts no /segment request"
 log "/metrics ok ($(grep -c '^[a-z]' "$TMP/metrics.txt") samples); container memory $(docker stats --no-stream --format '{{.MemUsage}}' "$CID")"
+
+# ---- 7b. memory under load ----------------------------------------------------------------------
+# DOCKER_TEST_BURST maximum-size uploads of four kinds at once (bench/large-images.mjs, made with
+# the image's own sharp), sent by bench/burst.mjs while /healthz is asked every 100 ms. Passes when
+# every answer is 200, 503 + Retry-After, 504 or 408 within REQUEST_TIMEOUT_MS + 5 s, /healthz
+# answers throughout, the container is neither OOM-killed nor restarted, and the service's peak
+# resident memory stays below the container's memory limit. RELIABILITY.md records the figures.
+BURST=${DOCKER_TEST_BURST:-16}
+if [ "$BURST" != 0 ]; then
+  command -v node >/dev/null || fail "node is needed for the burst (bench/burst.mjs)"
+  docker logs "$CID" 2>&1 | grep '"memory budget"' | tail -1 | grep -q requestBudgetMb || fail "the service did not log its memory budget"
+  log "memory budget: $(docker logs "$CID" 2>&1 | grep '"memory budget"' | tail -1 | grep -Eo '"(limitMb|limitSource|reserveMb|reserveSource|requestBudgetMb)":[^,}]*' | tr '\n' ' ')"
+  LOAD=$TMP/load
+  mkdir -p "$LOAD" && chmod 777 "$LOAD"
+  log "making maximum-size images (bench/large-images.mjs, run in the image)"
+  docker run --rm --network none --read-only --tmpfs /tmp -v "$LOAD:/out" -v "$ROOT/bench/large-images.mjs:/large-images.mjs:ro" \
+    -w /app --entrypoint node "$IMAGE" /large-images.mjs /out >/dev/null || fail "making the images"
+  LIMIT=$(docker inspect -f '{{.HostConfig.Memory}}' "$CID")
+  [ "$LIMIT" -gt 0 ] || fail "the container has no memory limit"
+  TIMEOUT_MS=$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$CID" | sed -n 's/^REQUEST_TIMEOUT_MS=//p')
+  RESTARTS=$(docker inspect -f '{{.RestartCount}}' "$CID")
+  log "burst: $BURST uploads at once of $(cd "$LOAD" && ls | tr '\n' ' ')(memory limit $((LIMIT / 1048576)) MiB, REQUEST_TIMEOUT_MS ${TIMEOUT_MS:-15000})"
+  BURST_OK=1
+  node "$ROOT/bench/burst.mjs" --url "$URL" --images "$LOAD" --concurrency "$BURST" --timeout-ms "${TIMEOUT_MS:-15000}" --json "$TMP/burst.json" >&2 || BURST_OK=0
+  # The service's peak resident memory since it started (VmHWM of the node processes), and the cgroup's own figures.
+  PEAK=$(docker exec "$CID" sh -c 'for s in /proc/[0-9]*/status; do grep -q "^Name:[[:space:]]*node" "$s" 2>/dev/null && grep "^VmHWM" "$s"; done; true' | awk '$2 > m { m = $2 } END { print m * 1024 }')
+  CG_PEAK=$(docker exec "$CID" sh -c 'cat /sys/fs/cgroup/memory.peak 2>/dev/null || cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null || echo 0')
+  OOM_KILLS=$(docker exec "$CID" sh -c 'grep -h "^oom_kill " /sys/fs/cgroup/memory.events 2>/dev/null || echo "oom_kill 0"' | awk '{ print $2 }')
+  curl -sS -o "$TMP/metrics-burst.txt" "$URL/metrics" || fail "GET /metrics after the burst"
+  log "after the burst: service peak resident memory $((PEAK / 1048576)) MiB, cgroup peak $((CG_PEAK / 1048576)) MiB (page cache included), limit $((LIMIT / 1048576)) MiB; oom_kill events ${OOM_KILLS:-?}; $(grep -E '^vlt_memory_budget_(bytes\{kind="peak_in_use"\}|refusals_total)' "$TMP/metrics-burst.txt" | tr '\n' ' ')"
+  [ "$(docker inspect -f '{{.State.OOMKilled}} {{.State.Status}} {{.RestartCount}}' "$CID")" = "false running $RESTARTS" ] \
+    || fail "the container was OOM-killed or restarted: $(docker inspect -f 'OOMKilled {{.State.OOMKilled}}, status {{.State.Status}}, restarts {{.RestartCount}}' "$CID")"
+  [ "${OOM_KILLS:-0}" = 0 ] || fail "the kernel killed a process of the container for memory ($OOM_KILLS times)"
+  [ "$PEAK" -gt 0 ] && [ "$PEAK" -lt "$LIMIT" ] || fail "peak resident memory $PEAK bytes is not below the limit $LIMIT"
+  [ "$BURST_OK" = 1 ] || fail "burst: $(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).failures.join("; "))' "$TMP/burst.json")"
+  code=$(curl -sS -o /dev/null -w '%{http_code}' "$URL/readyz") || fail "GET /readyz after the burst"
+  [ "$code" = 200 ] || fail "GET /readyz answered $code after the burst"
+fi
 
 # ---- 8. clean shutdown --------------------------------------------------------------------------
 log "docker compose stop"

@@ -7,32 +7,39 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import multipart from '@fastify/multipart'
 import type { Config } from './config.js'
 import { errorHandler, ERR_METHOD_NOT_ALLOWED, ERR_NOT_FOUND } from './errors.js'
-import type { Segmenter, SegmenterFactory } from './model/segmenter.js'
+import type { FolderLoader } from './model/repository.js'
+import type { SegmenterFactory } from './model/segmenter.js'
 import authPlugin from './plugins/auth.js'
+import budgetPlugin, { type BudgetPluginOptions } from './plugins/budget.js'
 import metricsPlugin, { type Metrics } from './plugins/metrics.js'
-import segmenterPlugin from './plugins/segmenter.js'
+import modelsPlugin from './plugins/models.js'
 import docsRoutes from './routes/docs.js'
 import healthRoutes from './routes/health.js'
 import metricsRoutes from './routes/metrics.js'
+import modelsRoutes from './routes/models.js'
 import openapiRoutes from './routes/openapi.js'
 import pageRoutes from './routes/page.js'
 import segmentRoutes from './routes/segment.js'
+import v2Routes from './routes/v2.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     config: Config
-    segmenter: Segmenter
     metrics: Metrics
     lifecycle: { closing: boolean }
   }
 }
 
 export interface AppDeps {
-  /** Builds the segmenter (tests: around a fake model); otherwise the model folder in config.modelPath is loaded. */
+  /** Builds the one model (tests: around a fake model); otherwise MODELS_DIR or MODEL_PATH is loaded. */
   segmenter?: SegmenterFactory
+  /** How each folder of MODELS_DIR / MODEL_PATH becomes a segmenter (tests: a fake engine). */
+  loadFolder?: FolderLoader
   /** Fastify logger option or instance; default: no logging. */
   logger?: FastifyServerOptions['logger']
   loggerInstance?: FastifyServerOptions['loggerInstance']
+  /** Tests: where the memory limit is read from (src/budget/memory-limit.ts). */
+  memoryProbe?: BudgetPluginOptions['probe']
 }
 
 export function buildApp (config: Config, deps: AppDeps = {}): FastifyInstance {
@@ -44,7 +51,18 @@ export function buildApp (config: Config, deps: AppDeps = {}): FastifyInstance {
     return503OnClosing: false,
     // Non-multipart bodies are refused before parsing; this only bounds what might still be read.
     bodyLimit: 1024 * 1024,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    // Node's own limits, behind the route's (408/504 at REQUEST_TIMEOUT_MS): headers must arrive
+    // within HEADERS_TIMEOUT_MS, a whole request soon after the deadline; checked every second
+    // (Node checks every 30 s by default).
+    requestTimeout: config.headersTimeoutMs + config.requestTimeoutMs + 1000,
+    http: {
+      headersTimeout: config.headersTimeoutMs,
+      requestTimeout: config.headersTimeoutMs + config.requestTimeoutMs + 1000,
+      connectionsCheckingInterval: Math.min(1000, config.headersTimeoutMs),
+    },
   }) as unknown as FastifyInstance
+  app.server.maxConnections = config.maxConnections
 
   app.decorate('config', config)
   app.decorate('lifecycle', { closing: false })
@@ -88,10 +106,13 @@ export function buildApp (config: Config, deps: AppDeps = {}): FastifyInstance {
       headerPairs: 100,
     },
   })
+  void app.register(budgetPlugin, { probe: deps.memoryProbe })
   void app.register(metricsPlugin)
-  void app.register(segmenterPlugin, { segmenter: deps.segmenter })
+  void app.register(modelsPlugin, { segmenter: deps.segmenter, loadFolder: deps.loadFolder })
   void app.register(healthRoutes)
   void app.register(metricsRoutes)
+  void app.register(modelsRoutes)
+  void app.register(v2Routes, { prefix: '/v2' })
   void app.register(openapiRoutes)
   void app.register(docsRoutes)
   void app.register(segmentRoutes)

@@ -21,10 +21,11 @@ export type ExecutionProvider = typeof PROVIDERS[number]
 
 /**
  * Who reads a setting: `server` (src/server.ts, src/app.ts), `http` (the routes' request limits),
- * `auth` (src/plugins/auth.ts), `segmenter` (src/model/segmenter.ts), `engine` (src/engine/engine.ts,
- * main thread) and `session` (the ONNX Runtime sessions, sent to each engine worker).
+ * `auth` (src/plugins/auth.ts), `models` (the model repository, src/model/repository.ts), `segmenter`
+ * (src/model/segmenter.ts), `engine` (src/engine/engine.ts, main thread), `session` (the ONNX Runtime
+ * sessions, sent to each engine worker) and `budget` (src/budget/, the memory budget).
  */
-export type Section = 'server' | 'http' | 'auth' | 'segmenter' | 'engine' | 'session'
+export type Section = 'server' | 'http' | 'auth' | 'models' | 'segmenter' | 'engine' | 'session' | 'budget'
 
 interface Setting {
   section: Section
@@ -51,7 +52,11 @@ function parseProviders (value: string): ExecutionProvider[] {
 
 /** Every variable is optional; its default is in its schema. */
 const SETTINGS = {
-  MODEL_PATH: { section: 'segmenter', schema: { type: 'string', minLength: 1, default: 'models/vlt-refshapes', description: 'model folder (model.onnx, model.json, vocab.txt, golden.json)' } },
+  MODEL_PATH: { section: 'models', schema: { type: 'string', minLength: 1, default: 'models/vlt-refshapes', description: 'model folder (model.onnx, model.json, vocab.txt, golden.json), served alone when MODELS_DIR is not set' } },
+  MODELS_DIR: { section: 'models', schema: { type: 'string', default: '', description: 'model repository: one folder per model, either <name>/<version>/ (the highest version is served) or <name>/ holding model.json itself; when set, MODEL_PATH is not used' } },
+  DEFAULT_MODEL: { section: 'models', schema: { type: 'string', pattern: '^([A-Za-z0-9][A-Za-z0-9._-]*)?$', default: '', description: 'the model a request without a model field gets; empty = the first model by name' } },
+  MODELS_POLL_MS: { section: 'models', schema: { type: 'integer', minimum: 0, maximum: 86_400_000, default: 0, description: 'rescan the models every this many ms and roll in what changed (0 = only on SIGHUP or POST /admin/reload)' } },
+  ADMIN_API_KEYS: { section: 'auth', schema: { type: 'string', default: '', description: 'comma-separated keys for the admin routes (POST /admin/reload, Authorization: Bearer <key>); empty = admin routes refuse every request' }, parse: list },
   HOST: { section: 'server', schema: { type: 'string', minLength: 1, default: '0.0.0.0' } },
   PORT: { section: 'server', schema: { type: 'integer', minimum: 0, maximum: 65535, default: 8080 } },
   LOG_LEVEL: { section: 'server', schema: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } },
@@ -78,7 +83,13 @@ const SETTINGS = {
   MAX_BATCH_WAIT_MS: { section: 'engine', schema: { type: 'number', minimum: 0, maximum: 1000, default: 2, description: 'how long a worker waits to fill a batch' }, gpuDefault: 5 },
   FEATURE_CACHE_MB: { section: 'segmenter', schema: { type: 'number', minimum: 0, maximum: 1_000_000, default: 64, description: 'LRU cache of backbone features by image content (a repeated image skips the backbone); 0 = off' } },
   QUEUE_SIZE: { section: 'engine', schema: { type: 'integer', minimum: 0, maximum: 100_000, default: 64, description: 'requests waiting for a worker before 503' } },
-  REQUEST_TIMEOUT_MS: { section: 'http', schema: { type: 'integer', minimum: 1, maximum: 600_000, default: 15_000, description: 'per-request deadline (504 after it)' } },
+  REQUEST_TIMEOUT_MS: { section: 'http', schema: { type: 'integer', minimum: 1, maximum: 600_000, default: 15_000, description: 'one deadline for the whole request, from its arrival through upload, decoding, queueing, inference and encoding (504 after it; 408 while the body is still arriving)' } },
+  BODY_IDLE_TIMEOUT_MS: { section: 'http', schema: { type: 'integer', minimum: 1, maximum: 600_000, default: 5_000, description: 'a request body from which no byte arrives for this long is cut (408 SEG_ERR_REQUEST_TIMEOUT)' } },
+  HEADERS_TIMEOUT_MS: { section: 'server', schema: { type: 'integer', minimum: 1, maximum: 600_000, default: 10_000, description: 'time a client gets to send the request headers (the connection is closed after it)' } },
+  KEEP_ALIVE_TIMEOUT_MS: { section: 'server', schema: { type: 'integer', minimum: 1, maximum: 600_000, default: 5_000, description: 'an idle keep-alive connection is closed after this long' } },
+  MAX_CONNECTIONS: { section: 'server', schema: { type: 'integer', minimum: 1, maximum: 100_000, default: 256, description: 'open client connections; more are closed at once' } },
+  MEMORY_BUDGET_MB: { section: 'budget', schema: { type: 'number', minimum: 0, maximum: 16_777_216, default: 0, description: 'memory the service may use, in MiB; 0 = the cgroup limit (v2 memory.max, v1 memory.limit_in_bytes), else the physical memory. With a cgroup limit too, the smaller one counts' } },
+  MEMORY_RESERVE_MB: { section: 'budget', schema: { type: 'number', minimum: 0, maximum: 16_777_216, default: 0, description: 'memory kept for the model, the workers and the runtime, in MiB; 0 = measured: resident memory once the workers are ready, plus the inference working set of each worker and a safety margin' } },
   SHUTDOWN_GRACE_MS: { section: 'server', schema: { type: 'integer', minimum: 0, maximum: 600_000, default: 15_000, description: 'time accepted requests get to finish on SIGTERM/SIGINT; the default equals REQUEST_TIMEOUT_MS\'s, so a request accepted just before the signal can still finish' } },
   SHUTDOWN_DELAY_MS: { section: 'server', schema: { type: 'integer', minimum: 0, maximum: 600_000, default: 0, description: 'on SIGTERM/SIGINT, keep listening this long (readiness 503, new /segment 503) before closing the listener' } },
   API_KEYS: { section: 'auth', schema: { type: 'string', default: '', description: 'comma-separated API keys; when set, requests need Authorization: Bearer <key> (401 SEG_ERR_UNAUTHORIZED)' }, parse: list },

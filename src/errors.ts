@@ -74,11 +74,16 @@ export const ERR_RATE_LIMITED = createError('SEG_ERR_RATE_LIMITED', 'Too many re
 // 404 / 405
 export const ERR_NOT_FOUND = createError('SEG_ERR_NOT_FOUND', 'Route %s %s not found', 404)
 export const ERR_METHOD_NOT_ALLOWED = createError('SEG_ERR_METHOD_NOT_ALLOWED', 'Method %s is not allowed on %s; allowed: %s', 405)
+// 408: the body did not arrive in time (the connection is closed after the answer).
+export const ERR_REQUEST_TIMEOUT = createError('SEG_ERR_REQUEST_TIMEOUT', '%s', 408)
+export const ERR_MODEL_NOT_FOUND = createError('SEG_ERR_MODEL_NOT_FOUND', '%s', 404)
 // 406: nothing the client accepts can be produced.
 export const ERR_NOT_ACCEPTABLE = createError('SEG_ERR_NOT_ACCEPTABLE', '%s', 406)
 // 413: too many bytes or pixels.
 export const ERR_PAYLOAD_TOO_LARGE = createError('SEG_ERR_PAYLOAD_TOO_LARGE', '%s', 413)
 export const ERR_IMAGE_TOO_LARGE = createError('SEG_ERR_IMAGE_TOO_LARGE', '%s', 413)
+/** An image that needs more memory than the server can give one request is too large for this deployment. */
+export const ERR_MEMORY_TOO_LARGE = (message: string): SegError => ERR_IMAGE_TOO_LARGE(message)
 export const ERR_TOO_MANY_FIELDS = createError('SEG_ERR_TOO_MANY_FIELDS', 'The multipart body has too many fields', 413)
 export const ERR_TOO_MANY_PARTS = createError('SEG_ERR_TOO_MANY_PARTS', 'The multipart body has too many parts', 413)
 // 415: the body or the file is not something we can read.
@@ -93,6 +98,7 @@ export const ERR_CLIENT_CLOSED = createError('SEG_ERR_CLIENT_CLOSED', 'The clien
 export const ERR_NOT_READY = createError('SEG_ERR_NOT_READY', 'The model is not loaded yet', 503, { retryAfter: 5 })
 export const ERR_SHUTTING_DOWN = createError('SEG_ERR_SHUTTING_DOWN', 'The server is shutting down', 503, { retryAfter: 5 })
 export const ERR_QUEUE_FULL = createError('SEG_ERR_QUEUE_FULL', 'Too many requests are waiting (%s queued); try again shortly', 503, { retryAfter: 1 })
+export const ERR_MEMORY_BUSY = createError('SEG_ERR_MEMORY_BUSY', 'The memory this server may use is taken by other requests (%s); try again shortly', 503, { retryAfter: 1 })
 export const ERR_WORKER_CRASHED = createError('SEG_ERR_WORKER_CRASHED', 'The inference worker stopped while handling this request; try again', 503, { retryAfter: 1 })
 export const ERR_DEADLINE = createError('SEG_ERR_DEADLINE', 'The request did not finish within %s ms', 504)
 export const ERR_INTERNAL = createError('SEG_ERR_INTERNAL', 'Internal Server Error', 500)
@@ -115,6 +121,11 @@ export function noKnownWords (unknown: Array<{ index: number, words: string[] }>
   const message = parts.join('; ')
   const e = ERR_NO_KNOWN_WORDS(message.charAt(0).toUpperCase() + message.slice(1))
   return new SegError(e.code, e.statusCode, e.message, { details: { unknownWords: unknown } })
+}
+
+/** 404 for a model (or a version of it) that does not serve; `details` names what does. */
+export function modelNotFound (message: string, details: Record<string, unknown>): SegError {
+  return new SegError(ERR_MODEL_NOT_FOUND.code, ERR_MODEL_NOT_FOUND.statusCode, message, { details })
 }
 
 export interface ErrorBody {

@@ -2,7 +2,8 @@
  * The process entry point: the only file that reads the environment, listens and handles
  * signals. SIGTERM/SIGINT turn /readyz to 503 at once, keep listening SHUTDOWN_DELAY_MS (new
  * /segment requests get 503), then stop accepting connections, let accepted requests finish (up
- * to SHUTDOWN_GRACE_MS) and exit 0.
+ * to SHUTDOWN_GRACE_MS) and exit 0. SIGHUP rescans the models and rolls in what changed
+ * (src/model/repository.ts), like POST /admin/reload.
  */
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
@@ -27,6 +28,8 @@ async function main (): Promise<void> {
     },
   })
 
+  // close-with-grace treats SIGHUP as a shutdown signal; here it means "reload the models".
+  const hupBefore = process.listeners('SIGHUP')
   closeWithGrace({ delay: config.shutdownDelayMs + config.shutdownGraceMs, logger: app.log }, async ({ signal, err }) => {
     // From here on /readyz answers 503 and new /segment requests 503 (SEG_ERR_SHUTTING_DOWN).
     app.lifecycle.closing = true
@@ -36,6 +39,13 @@ async function main (): Promise<void> {
     if (signal !== undefined && config.shutdownDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, config.shutdownDelayMs))
     await app.close()
   })
+  for (const l of process.listeners('SIGHUP')) if (!hupBefore.includes(l)) process.removeListener('SIGHUP', l)
+  process.on('SIGHUP', () => {
+    // Before the models plugin ran there is nothing to reload; the start itself reads the folders.
+    if (!app.hasDecorator('models')) return
+    app.log.info({ signal: 'SIGHUP' }, 'reloading the models')
+    app.models.reload('signal').catch((err) => app.log.error({ reason: (err as Error).message }, 'model reload failed'))
+  })
 
   try {
     await app.listen({ host: config.host, port: config.port })
@@ -44,18 +54,30 @@ async function main (): Promise<void> {
     process.exit(1)
   }
   app.log.info({
-    model: `${app.segmenter.info.name}@${app.segmenter.info.version}`,
+    models: app.models.list().map((m) => `${m.name}@${m.serving?.version ?? '?'}`),
+    defaultModel: app.models.defaultName(),
+    source: app.models.source,
     workers: config.workers,
     threadsPerWorker: config.threadsPerWorker,
     intraOpSpinning: config.intraOpSpinning,
     executionProviders: config.executionProviders,
-  }, 'listening; loading the model in the workers')
+  }, 'listening; loading the models in the workers')
 
   try {
-    await app.segmenter.started
-    app.log.info({ provider: app.segmenter.provider() }, 'ready')
+    await app.models.started
+    app.log.info({ providers: Object.fromEntries(app.models.list().map((m) => [m.name, m.serving?.segmenter.provider()])) }, 'ready')
+    const b = app.budget.stats()
+    const mib = (bytes: number): number => Math.round(bytes / 1024 / 1024)
+    app.log.info({
+      limitMb: mib(b.limitBytes),
+      limitSource: b.limitSource,
+      reserveMb: mib(b.reserveBytes),
+      reserveSource: config.memoryReserveMb > 0 ? 'MEMORY_RESERVE_MB' : 'measured',
+      requestBudgetMb: mib(b.capacityBytes),
+    }, 'memory budget')
+    if (b.capacityBytes === 0) app.log.warn({ limitMb: mib(b.limitBytes), reserveMb: mib(b.reserveBytes) }, 'the memory budget leaves nothing for requests: every /segment request will be refused')
   } catch (err) {
-    app.log.fatal({ reason: (err as Error).message }, 'the model could not be started')
+    app.log.fatal({ reason: (err as Error).message }, 'a model could not be started')
     await app.close().catch(() => {})
     process.exit(1)
   }

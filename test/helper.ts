@@ -4,6 +4,9 @@
  * multipart bodies, and small generated images.
  */
 import type { Test } from 'tap'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import sharp from 'sharp'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../src/app.js'
@@ -11,6 +14,7 @@ import { letterboxGeometry } from '../src/image/preprocess.js'
 import { type Config, defaultConfig } from '../src/config.js'
 import { createEngine, type Engine, type EngineHooks, type EngineLogger } from '../src/engine/engine.js'
 import { engineModel, parseManifest } from '../src/model/manifest.js'
+import type { FolderLoader } from '../src/model/repository.js'
 import { createSegmenter, type SegmenterFactory } from '../src/model/segmenter.js'
 import { FAKE_VOCAB, fakeModelJson } from './fixtures/fake-model.js'
 
@@ -50,7 +54,60 @@ export function fakeEngine (config: Config, opts: FakeOptions = {}): Engine {
 /** The segmenter of the fake model, for buildApp (the app adds its metrics' hooks). */
 export function fakeSegmenter (config: Config, opts: FakeOptions = {}): SegmenterFactory {
   const manifest = parseManifest(fakeModelJson(), '/nonexistent')
-  return (hooks) => createSegmenter({ manifest, vocab: FAKE_VOCAB, engine: fakeEngine(config, { ...opts, hooks: bothHooks(hooks, opts.hooks) }), maxImagePixels: config.maxImagePixels })
+  return (hooks, budget) => createSegmenter({ manifest, vocab: FAKE_VOCAB, engine: fakeEngine(config, { ...opts, hooks: bothHooks(hooks, opts.hooks) }), maxImagePixels: config.maxImagePixels, budget })
+}
+
+/**
+ * Loads a folder holding only a fake model.json (writeFakeModel) around the fake engine; its
+ * `fake_worker` object becomes the fake worker's workerData (failStart, holdStart). `gate` is
+ * handed to every worker (the 'hold' word and holdStart wait for it).
+ */
+export function fakeFolderLoader (config: Config, gate?: Int32Array): FolderLoader {
+  return async (dir, hooks) => {
+    const raw = JSON.parse(readFileSync(path.join(dir, 'model.json'), 'utf8'))
+    const manifest = parseManifest(raw, dir)
+    const engine = fakeEngine(config, { hooks, workerData: { ...raw.fake_worker, gate } })
+    return createSegmenter({ manifest, vocab: FAKE_VOCAB, engine, maxImagePixels: config.maxImagePixels })
+  }
+}
+
+/** A fake model folder: `root/name/version/model.json` (versioned) or `root/name/model.json` (flat). */
+export function writeFakeModel (root: string, name: string, version: string, opts: { flat?: boolean, fakeWorker?: Record<string, unknown>, json?: Record<string, unknown> } = {}): string {
+  const dir = opts.flat === true ? path.join(root, name) : path.join(root, name, version)
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(path.join(dir, 'model.json'), JSON.stringify(fakeModelJson({ name, version, ...(opts.fakeWorker !== undefined ? { fake_worker: opts.fakeWorker } : {}), ...opts.json })))
+  return dir
+}
+
+/** A gate for the fake worker's 'hold' and holdStart: closed until open() is called. */
+export function gate (): { gate: Int32Array, open: () => void } {
+  const g = new Int32Array(new SharedArrayBuffer(4))
+  return { gate: g, open: () => { Atomics.store(g, 0, 1); Atomics.notify(g, 0) } }
+}
+
+/** A MODELS_DIR of fake models (`setup` writes it) behind the real app; the gate holds 'hold' requests. */
+export interface FakeRepo { root: string, app: FastifyInstance, open: () => void }
+
+export const ADMIN_KEY = 'admin-key'
+
+export async function fakeRepo (t: Test, setup: (root: string) => void, config: Partial<Config> = {}, wait = true): Promise<FakeRepo> {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'vlt-models-'))
+  t.teardown(() => rmSync(root, { recursive: true, force: true }))
+  setup(root)
+  const c = testConfig({ modelsDir: root, adminApiKeys: [ADMIN_KEY], ...config })
+  const g = gate()
+  const app = buildApp(c, { loadFolder: fakeFolderLoader(c, g.gate) })
+  t.teardown(async () => { g.open(); await app.close() })
+  await app.ready()
+  if (wait) await app.models.started
+  return { root, app, open: g.open }
+}
+
+/** POST /admin/reload with the admin key; its JSON (throws unless 200). */
+export async function adminReload (app: FastifyInstance): Promise<any> {
+  const res = await app.inject({ method: 'POST', url: '/admin/reload', headers: { authorization: `Bearer ${ADMIN_KEY}` } })
+  if (res.statusCode !== 200) throw new Error(`reload answered ${res.statusCode}: ${res.payload}`)
+  return res.json()
 }
 
 export const testConfig = (overrides: Partial<Config> = {}): Config =>

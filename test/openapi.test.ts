@@ -1,20 +1,28 @@
 /** openapi.yaml and the running app cannot drift: real responses are validated against it. */
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { build, form, type FormFields, rectImage, testConfig } from './helper.js'
+import { adminReload, ADMIN_KEY, build, fakeRepo, form, type FormFields, rectImage, testConfig, writeFakeModel } from './helper.js'
 import { checkExample, checkResponse, checkSegmentForm, spec } from './openapi-validator.js'
 
 const img = await rectImage(40, 30, { x: 4, y: 4, w: 10, h: 10 })
 
 t.test('openapi.yaml is OpenAPI 3.x and lists every route', async (t) => {
   t.match(spec.openapi, /^3\./)
-  t.strictSame(Object.keys(spec.paths).sort(), ['/docs', '/healthz', '/metrics', '/openapi.yaml', '/readyz', '/segment'])
+  t.strictSame(Object.keys(spec.paths).sort(), [
+    '/admin/reload', '/docs', '/healthz', '/metrics', '/models', '/openapi.yaml', '/readyz', '/segment',
+    '/v2', '/v2/health/live', '/v2/health/ready', '/v2/models/{name}', '/v2/models/{name}/infer', '/v2/models/{name}/ready',
+    '/v2/models/{name}/versions/{version}', '/v2/models/{name}/versions/{version}/infer', '/v2/models/{name}/versions/{version}/ready',
+  ])
   t.equal(spec.info.license?.identifier, 'MIT', 'a licence')
-  // 401/429 are possible on every operation once API_KEYS (and RATE_LIMIT_RPS) are set
+  // 401/429 are possible on every operation once API_KEYS (and RATE_LIMIT_RPS) are set; admin
+  // routes check ADMIN_API_KEYS instead and have no rate limit, so 401 only
   for (const [path, ops] of Object.entries<any>(spec.paths)) {
-    for (const [method, op] of Object.entries<any>(ops)) t.ok('401' in op.responses && '429' in op.responses, `${method.toUpperCase()} ${path} lists 401 and 429`)
+    for (const [method, op] of Object.entries<any>(ops)) {
+      if (path.startsWith('/admin/')) t.ok('401' in op.responses && !('429' in op.responses), `${method.toUpperCase()} ${path} lists 401 and not 429`)
+      else t.ok('401' in op.responses && '429' in op.responses, `${method.toUpperCase()} ${path} lists 401 and 429`)
+    }
   }
-  t.strictSame(Object.keys(spec.paths['/segment'].post.responses).sort(), ['200', '400', '401', '406', '413', '415', '422', '429', '500', '503', '504'])
+  t.strictSame(Object.keys(spec.paths['/segment'].post.responses).sort(), ['200', '400', '401', '404', '406', '408', '413', '415', '422', '429', '500', '503', '504'])
 })
 
 t.test('every example in openapi.yaml conforms to its schema', async (t) => {
@@ -84,20 +92,23 @@ t.test('POST /segment responses conform, for every status code', async (t) => {
     ['413', { image: Buffer.alloc(40 * 1024), expression: 'the' }, {}, 413, true],
     ['415', { image: Buffer.from('not an image at all'), expression: 'the' }, {}, 415, true],
     ['422', { image: img, expression: 'gibberish words' }, {}, 422, true],
+    ['a model', { image: img, expression: 'the', extra: [['model', 'vlt-fake@0.0.1']] }, {}, 200, true],
+    ['404 model', { image: img, expression: 'the', extra: [['model', 'other']] }, {}, 404, true],
   ]
   for (const [name, fields, headers, status, validRequest] of cases) {
     const res = await segment(t, app, fields, headers, validRequest)
     t.equal(res.statusCode, status, name)
   }
-  // 504 and 503 on an app with a short deadline: 'slow' outlives it; while it holds the only
-  // worker, the queue (size 0) is full.
+  // 504 on an app with a short deadline: 'slow' outlives it.
   const short = await build(t, { config: { requestTimeoutMs: 200, queueSize: 0, maxBatch: 1 } })
   const late = await segment(t, short, { image: img, expression: 'slow' }, {}, true)
   t.equal(late.statusCode, 504, '504')
-  for (let i = 0; i < 3000 && short.segmenter.stats().busyWorkers > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
-  const busy = short.inject({ method: 'POST', url: '/segment', payload: form({ image: img, expression: 'slow' }) })
-  for (let i = 0; i < 3000 && short.segmenter.stats().busyWorkers === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
-  const full = await segment(t, short, { image: img, expression: 'the' })
+  // 503: while 'slow' holds the only worker, the queue (size 0) is full. The deadline is the
+  // default one here, so that a busy machine cannot turn the 503 into a 504.
+  const one = await build(t, { config: { queueSize: 0, maxBatch: 1 } })
+  const busy = one.inject({ method: 'POST', url: '/segment', payload: form({ image: img, expression: 'slow' }) })
+  for (let i = 0; i < 3000 && one.segmenter.stats().busyWorkers === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+  const full = await segment(t, one, { image: img, expression: 'the' })
   t.equal(full.statusCode, 503)
   await busy
 })
@@ -113,6 +124,53 @@ t.test('health, readiness and metrics responses conform', async (t) => {
     t.equal(res.statusCode, 200)
     t.strictSame(checkResponse('GET', path, res), [], path)
   }
+})
+
+t.test('GET /models, POST /admin/reload and the v2 routes conform', async (t) => {
+  const { app, root } = await fakeRepo(t, (root) => writeFakeModel(root, 'vlt-fake', '1'))
+  const get = async (path: string, url = path) => {
+    const res = await app.inject(url)
+    t.strictSame(checkResponse('GET', path, res), [], `${url} ${res.statusCode}`)
+    return res
+  }
+  await get('/models')
+  await get('/readyz')
+  await get('/v2')
+  await get('/v2/health/live')
+  await get('/v2/health/ready')
+  await get('/v2/models/{name}', '/v2/models/vlt-fake')
+  await get('/v2/models/{name}', '/v2/models/nothing')
+  await get('/v2/models/{name}/versions/{version}', '/v2/models/vlt-fake/versions/1')
+  await get('/v2/models/{name}/ready', '/v2/models/vlt-fake/ready')
+  await get('/v2/models/{name}/versions/{version}/ready', '/v2/models/vlt-fake/versions/2/ready')
+
+  const body = (expression: string, extra = {}) => JSON.stringify({
+    inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], data: [img.toString('base64')] }, { name: 'expression', datatype: 'BYTES', shape: [1], data: [expression] }],
+    ...extra,
+  })
+  for (const [url, payload, status] of [
+    ['/v2/models/vlt-fake/infer', body('the white square'), 200],
+    ['/v2/models/vlt-fake/infer', body('the white square', { parameters: { format: 'uint8' } }), 200],
+    ['/v2/models/vlt-fake/infer', body('the', { parameters: { threshold: 5 } }), 400],
+    ['/v2/models/vlt-fake/infer', body('zzz'), 422],
+    ['/v2/models/other/infer', body('the'), 404],
+  ] as const) {
+    const res = await app.inject({ method: 'POST', url, payload, headers: { 'content-type': 'application/json' } })
+    t.equal(res.statusCode, status, url)
+    t.strictSame(checkResponse('POST', '/v2/models/{name}/infer', res), [], `${url} ${status}`)
+  }
+  const versioned = await app.inject({ method: 'POST', url: '/v2/models/vlt-fake/versions/1/infer', payload: body('the', { parameters: { binary_data_output: true } }), headers: { 'content-type': 'application/json' } })
+  t.equal(versioned.statusCode, 200)
+  t.strictSame(checkResponse('POST', '/v2/models/{name}/versions/{version}/infer', versioned), [], 'binary answer')
+
+  writeFakeModel(root, 'vlt-fake', '2')
+  await adminReload(app)
+  const reloaded = await app.inject({ method: 'POST', url: '/admin/reload', headers: { authorization: `Bearer ${ADMIN_KEY}` } })
+  t.strictSame(checkResponse('POST', '/admin/reload', reloaded), [], 'reload 200')
+  const denied = await app.inject({ method: 'POST', url: '/admin/reload' })
+  t.equal(denied.statusCode, 401)
+  t.strictSame(checkResponse('POST', '/admin/reload', denied), [], 'reload 401')
+  await get('/models')
 })
 
 t.test('the validator catches drift', async (t) => {

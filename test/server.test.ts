@@ -1,10 +1,11 @@
 /**
  * The process: `node dist/server.js` (what `npm start` runs after building) — configuration
- * errors, start-up refusal, and SIGTERM with a request in flight → that request finishes, exit 0.
+ * errors, start-up refusal, SIGTERM with a request in flight → that request finishes, exit 0, and
+ * SIGHUP with a model repository → a new version rolls in, one failing its golden case is refused.
  */
 import t from 'tap'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { form, jsonLines } from './helper.js'
@@ -81,5 +82,54 @@ if (!existsSync(path.join(MODEL_DIR, 'model.onnx'))) {
     t.equal(((await res.json()) as { results: unknown[] }).results.length, 8)
     t.equal(await s.exited, 0)
     t.ok(s.lines.some((l) => l.msg === 'shutting down' && l.signal === 'SIGTERM'))
+  })
+
+  /** The default model's files as `root/<name>/<version>/` (links; model.json and golden.json rewritten). */
+  const modelVersion = (root: string, version: string, golden?: (g: any) => void): void => {
+    const dir = path.join(root, 'vlt-refshapes', version)
+    mkdirSync(dir, { recursive: true })
+    for (const f of readdirSync(MODEL_DIR)) if (f !== 'model.json' && f !== 'golden.json') symlinkSync(path.join(MODEL_DIR, f), path.join(dir, f))
+    const m = JSON.parse(readFileSync(path.join(MODEL_DIR, 'model.json'), 'utf8'))
+    writeFileSync(path.join(dir, 'model.json'), JSON.stringify({ ...m, version }))
+    const g = JSON.parse(readFileSync(path.join(MODEL_DIR, 'golden.json'), 'utf8'))
+    golden?.(g)
+    writeFileSync(path.join(dir, 'golden.json'), JSON.stringify(g))
+  }
+
+  t.test('SIGHUP: a version failing its golden case is refused (the old one keeps serving); a good one rolls in', async (t) => {
+    const root = mkdtempSync(path.join(os.tmpdir(), 'vlt-repo-'))
+    modelVersion(root, '1.0.0')
+    const s = start({ MODELS_DIR: root, LOG_LEVEL: 'info' })
+    t.teardown(() => { if (s.child.exitCode === null) s.child.kill('SIGKILL') })
+    const address = await waitFor(() => s.lines.find((l) => /Server listening at/.test(l.msg))?.msg.match(/http:\/\/[\d.:]+/)?.[0] as string | undefined)
+    await waitFor(() => s.lines.find((l) => l.msg === 'ready'), 120_000)
+    const golden = JSON.parse(readFileSync(path.join(MODEL_DIR, 'golden.json'), 'utf8'))
+    const image = readFileSync(path.join(MODEL_DIR, golden.image))
+    const served = async (): Promise<string | null> => {
+      const res = await fetch(`${address}/segment`, { method: 'POST', body: form({ image, expression: golden.expression }) })
+      t.equal(res.status, 200)
+      return res.headers.get('x-model')
+    }
+    t.equal(await served(), 'vlt-refshapes@1.0.0')
+
+    // The golden case's confidences moved by 0.5: every worker of 2.0.0 fails it.
+    modelVersion(root, '2.0.0', (g) => { g.outputs.query_confidence.data = g.outputs.query_confidence.data.map((row: number[]) => row.map((v) => v + 0.5)) })
+    s.child.kill('SIGHUP')
+    const rejected = await waitFor(() => s.lines.find((l) => l.msg === 'model version rejected; the previous version keeps serving'), 120_000)
+    t.match(rejected, { model: 'vlt-refshapes', version: '2.0.0', keeps: '1.0.0', reason: /golden case mismatch/ })
+    t.equal(await served(), 'vlt-refshapes@1.0.0', 'the previous version keeps serving')
+    t.equal((await fetch(`${address}/readyz`)).status, 200)
+    const metrics = await (await fetch(`${address}/metrics`)).text()
+    t.match(metrics, 'vlt_model_reloads_total{model="vlt-refshapes",version="2.0.0",result="rejected"} 1')
+
+    modelVersion(root, '2.1.0')
+    s.child.kill('SIGHUP')
+    await waitFor(() => s.lines.find((l) => l.msg === 'model version serving' && l.version === '2.1.0'), 120_000)
+    t.equal(await served(), 'vlt-refshapes@2.1.0')
+    await waitFor(() => s.lines.find((l) => l.msg === 'model version closed' && l.version === '1.0.0'), 60_000)
+    const models = await (await fetch(`${address}/models`)).json() as any
+    t.match(models.models, [{ name: 'vlt-refshapes', serving: { version: '2.1.0', state: 'ready' }, draining: [] }])
+    s.child.kill('SIGTERM')
+    t.equal(await s.exited, 0, 'SIGHUP did not stop the process; SIGTERM does, with exit 0')
   })
 }

@@ -50,8 +50,9 @@ export interface paths {
         };
         /**
          * Readiness
-         * @description 200 once every inference worker has loaded the model and reproduced the model folder's
-         *     golden case; 503 before that, and from the moment shutdown begins.
+         * @description 200 once every model serves — each of its inference workers loaded it and reproduced its
+         *     golden case — and the default model is among them; 503 before that, while a model has no
+         *     live worker, and from the moment shutdown begins. `models` reports each model.
          */
         get: operations["readyz"];
         put?: never;
@@ -72,17 +73,20 @@ export interface paths {
         /**
          * Prometheus metrics
          * @description Prometheus text exposition format. The service's own metrics: `vlt_http_requests_total` and
-         *     `vlt_http_request_duration_seconds` (by method, route, status_code),
-         *     `vlt_segment_stage_duration_seconds` (by stage), `vlt_inference_batch_size` (rows per
-         *     session.run), `vlt_backbone_batch_size` (images per backbone pass),
-         *     `vlt_feature_cache_hits_total`, `vlt_feature_cache_misses_total`,
-         *     `vlt_feature_cache_evictions_total`, `vlt_feature_cache_bytes` (by kind: used, capacity),
-         *     `vlt_feature_cache_entries`, `vlt_inference_queue_depth`, `vlt_inference_workers` (by state:
-         *     configured, live, busy), `vlt_inference_worker_restarts`, `vlt_execution_provider` (by
-         *     provider), `vlt_ready` and `vlt_model_info` (by name, version, preset, provider, input_size,
-         *     max_words, num_queries). Plus prom-client's default Node.js metrics under their standard
-         *     names (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
-         *     `nodejs_eventloop_lag_seconds`, `nodejs_heap_size_used_bytes`, `nodejs_gc_duration_seconds`, …).
+         *     `vlt_http_request_duration_seconds` (by method, route, status_code) and `vlt_ready`; by
+         *     model and version: `vlt_model_requests_total` (by status_code),
+         *     `vlt_segment_stage_duration_seconds` (by stage), `vlt_inference_queue_depth`,
+         *     `vlt_inference_batch_size` (rows per session.run), `vlt_backbone_batch_size` (images per
+         *     backbone pass), `vlt_inference_workers` (by state: configured, live, busy),
+         *     `vlt_inference_worker_restarts`, `vlt_execution_provider` (by provider),
+         *     `vlt_model_state` (by state), `vlt_model_inflight_requests`, `vlt_model_info` (by preset,
+         *     provider, input_size, max_words, num_queries), `vlt_feature_cache_hits_total`,
+         *     `vlt_feature_cache_misses_total`, `vlt_feature_cache_evictions_total`,
+         *     `vlt_feature_cache_bytes` (by kind: used, capacity), `vlt_feature_cache_entries` and
+         *     `vlt_model_reloads_total` (by result: loaded, rejected, removed). Plus prom-client's default
+         *     Node.js metrics under their standard names (`process_cpu_seconds_total`,
+         *     `process_resident_memory_bytes`, `nodejs_eventloop_lag_seconds`,
+         *     `nodejs_heap_size_used_bytes`, `nodejs_gc_duration_seconds`, …).
          */
         get: operations["metrics"];
         put?: never;
@@ -130,6 +134,210 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The models, their versions and state
+         * @description Every model of the repository: the serving version with its `model.json` (`metadata`),
+         *     state, execution provider, workers, requests in flight and memory; a version being loaded,
+         *     versions draining after a reload, and the last rejected version with the reason.
+         */
+        get: operations["listModels"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/reload": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Rescan the models and roll in what changed
+         * @description The same as SIGHUP. A changed or added version is loaded in new workers and must pass its
+         *     golden case; only then do new requests go to it, while those already accepted finish on
+         *     the version that accepted them, whose workers are closed afterwards. A version that fails
+         *     to load or fails its golden case is rejected and the previous one keeps serving. A model
+         *     whose folder is gone drains and closes. Answers when every change served or was rejected
+         *     (draining goes on). Needs a key of `ADMIN_API_KEYS` (`API_KEYS` do not open it); with no
+         *     admin key configured every request is refused.
+         */
+        post: operations["reloadModels"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Open Inference Protocol: server metadata */
+        get: operations["v2ServerMetadata"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/health/live": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Open Inference Protocol: liveness */
+        get: operations["v2Live"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/health/ready": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Open Inference Protocol: readiness
+         * @description 200 when /readyz would be 200; 400 (the protocol's "4xx is false") otherwise.
+         */
+        get: operations["v2Ready"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/models/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Open Inference Protocol: model metadata */
+        get: operations["v2ModelMetadata"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/models/{name}/versions/{version}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Open Inference Protocol: model metadata of a version (404 unless it is the serving one) */
+        get: operations["v2ModelVersionMetadata"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/models/{name}/ready": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Open Inference Protocol: model readiness (200 ready, 400 not) */
+        get: operations["v2ModelReady"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/models/{name}/versions/{version}/ready": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Open Inference Protocol: readiness of a model version (200 ready, 400 not) */
+        get: operations["v2ModelVersionReady"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/models/{name}/infer": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Open Inference Protocol: segment (the serving version) */
+        post: operations["v2Infer"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/models/{name}/versions/{version}/infer": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Open Inference Protocol: segment with a given version (404 unless it is the serving one) */
+        post: operations["v2InferVersion"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -153,6 +361,12 @@ export interface components {
             /** @description Mask threshold on the probability, 0–1. Default from the model (`output.threshold` in model.json). */
             threshold?: string;
             format?: components["schemas"]["MaskFormat"];
+            /**
+             * @description The model to use: its name, or `name@version` (404 SEG_ERR_MODEL_NOT_FOUND unless that
+             *     version is the one serving). Absent: the default model (DEFAULT_MODEL, else the first
+             *     by name). `GET /models` lists them.
+             */
+            model?: string;
         };
         /**
          * @description How each JSON result carries its mask (`mask.<format>`): `png`, a base64 8-bit greyscale
@@ -285,21 +499,169 @@ export interface components {
             uptime_s: number;
         };
         Readiness: {
-            /** @enum {string} */
-            status: "ready" | "starting" | "shutting_down";
-            /** @description `name@version` */
+            /**
+             * @description `starting` while a model loads; `unavailable` when a model has no live worker or the default model is gone.
+             * @enum {string}
+             */
+            status: "ready" | "starting" | "unavailable" | "shutting_down";
+            /** @description The default model, `name@version` (empty when it is not served). */
             model: string;
-            /** @description Execution provider in use (`pending` until a worker has started). */
+            /** @description The default model's execution provider (`pending` until a worker has started). */
             provider: string;
+            workers: components["schemas"]["WorkerCount"];
+            /** @description Each serving model. */
+            models: {
+                name: string;
+                version: string;
+                state: components["schemas"]["ModelState"];
+                provider: string;
+                workers: components["schemas"]["WorkerCount"];
+            }[];
+        };
+        WorkerCount: {
+            configured: number;
+            live: number;
+        };
+        /**
+         * @description `loading` (workers starting), `ready`, `unavailable` (no live worker, or its start failed), `draining` (replaced or removed; finishing its requests).
+         * @enum {string}
+         */
+        ModelState: "loading" | "ready" | "unavailable" | "draining";
+        ModelVersion: {
+            version: string;
+            state: components["schemas"]["ModelState"];
+            provider: string;
+            /** Format: date-time */
+            loaded_at: string;
+            /** @description Requests routed to this version and not answered yet. */
+            inflight: number;
+            queue_depth?: number;
             workers: {
                 configured: number;
                 live: number;
+                busy: number;
+                restarts?: number;
             };
+            /**
+             * @description What the service knows of this version's memory: the bytes of the graph files each
+             *     worker loads, those times the live workers (ONNX Runtime's own arenas come on top; the
+             *     process's resident memory is `process_resident_memory_bytes` in /metrics), and the
+             *     feature cache.
+             */
+            memory: {
+                weights_bytes: number;
+                weights_in_workers_bytes: number;
+                feature_cache_bytes: number;
+                feature_cache_capacity_bytes: number;
+            };
+            /** @description The version's model.json (serving versions only). */
+            metadata?: Record<string, never>;
+        };
+        ModelEntry: {
+            name: string;
+            /** @description Requests without a model field get this model. */
+            default: boolean;
+            /** @description The version new requests go to; null while a removed model drains. */
+            serving: components["schemas"]["ModelVersion"] | null;
+            /** @description A new version whose workers are starting (it serves once they all passed the golden case). */
+            loading?: {
+                version: string;
+                /** Format: date-time */
+                since: string;
+            } | null;
+            /** @description Versions that no longer take requests and finish those they accepted. */
+            draining: components["schemas"]["ModelVersion"][];
+            /** @description The last version that failed to load or failed its golden case (cleared when a new version serves). */
+            last_rejected?: {
+                version?: string;
+                reason: string;
+                /** Format: date-time */
+                at: string;
+            } | null;
+        };
+        ModelList: {
+            /** @description The default model's name. */
+            default: string;
+            models: components["schemas"]["ModelEntry"][];
+        };
+        ReloadResult: {
+            results: {
+                model: string;
+                version?: string;
+                /** @enum {string} */
+                result: "loaded" | "rejected" | "removed" | "unchanged";
+                /** @description The version that served before (loaded) */
+                previous?: string;
+                /** @description Why the version was rejected. */
+                reason?: string;
+            }[];
+            models: components["schemas"]["ModelEntry"][];
+        };
+        V2ServerMetadata: {
+            name: string;
+            version: string;
+            extensions: string[];
+        };
+        V2Tensor: {
+            name: string;
+            /** @enum {string} */
+            datatype: "BYTES" | "UINT8" | "FP32";
+            shape: number[];
+            parameters?: {
+                binary_data_size?: number;
+                binary_data?: boolean;
+            };
+            /** @description Row-major elements (nested arrays are flattened). */
+            data?: unknown[];
+        };
+        V2InferRequest: {
+            id?: string;
+            parameters?: {
+                /** @description Mask threshold (default: model.json output.threshold). */
+                threshold?: number;
+                /**
+                 * @description `png` (default): `mask` is BYTES [K], each a PNG (the bytes POST /segment returns). `uint8`: `mask` is UINT8 [K, H, W], 0 or 255.
+                 * @enum {string}
+                 */
+                format?: "png" | "uint8";
+                /** @description µs; shortens REQUEST_TIMEOUT_MS, never lengthens it. */
+                timeout?: number;
+                /** @description Send every output as binary data. */
+                binary_data_output?: boolean;
+            };
+            /**
+             * @description `image` BYTES [1]: the encoded image file — in JSON its base64 text, in binary data the
+             *     bytes (the limits of /segment apply: MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS).
+             *     `expression` BYTES [K]: 1 to MAX_EXPRESSIONS UTF-8 expressions of at most
+             *     MAX_TEXT_LENGTH characters.
+             */
+            inputs: components["schemas"]["V2Tensor"][];
+            /** @description Which outputs to send (default: all): mask, query_confidence, word_attention, score. */
+            outputs?: {
+                /** @enum {string} */
+                name: "mask" | "query_confidence" | "word_attention" | "score";
+                parameters?: {
+                    binary_data?: boolean;
+                };
+            }[];
+        };
+        V2InferResponse: {
+            model_name: string;
+            model_version: string;
+            id?: string;
+            /**
+             * @description `mask` (BYTES [K] PNG — base64 text in JSON — or UINT8 [K, H, W]), `query_confidence`
+             *     FP32 [K, Nq], `word_attention` FP32 [K, Nq, L] (0 on padding) and `score` FP32 [K].
+             */
+            outputs: components["schemas"]["V2Tensor"][];
+        };
+        V2Error: {
+            error: string;
         };
         Error: {
             error: {
                 /** @enum {string} */
-                code: "SEG_ERR_INVALID_FIELD" | "SEG_ERR_MISSING_FIELD" | "SEG_ERR_MULTIPART" | "SEG_ERR_IMAGE_DECODE" | "SEG_ERR_VALIDATION" | "SEG_ERR_BAD_REQUEST" | "SEG_ERR_EXPRESSION_TOO_LONG" | "SEG_ERR_TOO_MANY_EXPRESSIONS" | "SEG_ERR_TOO_MANY_FILES" | "SEG_ERR_UNAUTHORIZED" | "SEG_ERR_RATE_LIMITED" | "SEG_ERR_TOO_MANY_FIELDS" | "SEG_ERR_TOO_MANY_PARTS" | "SEG_ERR_NOT_FOUND" | "SEG_ERR_METHOD_NOT_ALLOWED" | "SEG_ERR_NOT_ACCEPTABLE" | "SEG_ERR_PAYLOAD_TOO_LARGE" | "SEG_ERR_IMAGE_TOO_LARGE" | "SEG_ERR_UNSUPPORTED_MEDIA_TYPE" | "SEG_ERR_NOT_AN_IMAGE" | "SEG_ERR_IMAGE_FORMAT" | "SEG_ERR_NO_KNOWN_WORDS" | "SEG_ERR_NOT_READY" | "SEG_ERR_SHUTTING_DOWN" | "SEG_ERR_QUEUE_FULL" | "SEG_ERR_WORKER_CRASHED" | "SEG_ERR_DEADLINE" | "SEG_ERR_INTERNAL";
+                code: "SEG_ERR_INVALID_FIELD" | "SEG_ERR_MISSING_FIELD" | "SEG_ERR_MULTIPART" | "SEG_ERR_IMAGE_DECODE" | "SEG_ERR_VALIDATION" | "SEG_ERR_BAD_REQUEST" | "SEG_ERR_EXPRESSION_TOO_LONG" | "SEG_ERR_TOO_MANY_EXPRESSIONS" | "SEG_ERR_TOO_MANY_FILES" | "SEG_ERR_UNAUTHORIZED" | "SEG_ERR_RATE_LIMITED" | "SEG_ERR_TOO_MANY_FIELDS" | "SEG_ERR_TOO_MANY_PARTS" | "SEG_ERR_NOT_FOUND" | "SEG_ERR_METHOD_NOT_ALLOWED" | "SEG_ERR_REQUEST_TIMEOUT" | "SEG_ERR_MODEL_NOT_FOUND" | "SEG_ERR_NOT_ACCEPTABLE" | "SEG_ERR_PAYLOAD_TOO_LARGE" | "SEG_ERR_IMAGE_TOO_LARGE" | "SEG_ERR_UNSUPPORTED_MEDIA_TYPE" | "SEG_ERR_NOT_AN_IMAGE" | "SEG_ERR_IMAGE_FORMAT" | "SEG_ERR_NO_KNOWN_WORDS" | "SEG_ERR_NOT_READY" | "SEG_ERR_SHUTTING_DOWN" | "SEG_ERR_QUEUE_FULL" | "SEG_ERR_MEMORY_BUSY" | "SEG_ERR_WORKER_CRASHED" | "SEG_ERR_DEADLINE" | "SEG_ERR_INTERNAL";
                 message: string;
                 /** @description Machine-readable detail (e.g. `unknownWords` for SEG_ERR_NO_KNOWN_WORDS). */
                 details?: Record<string, never>;
@@ -307,6 +669,96 @@ export interface components {
         };
     };
     responses: {
+        /** @description The `model` field names a model that is not served, or a version other than the serving one (SEG_ERR_MODEL_NOT_FOUND; `details` names what is served). */
+        ModelNotFound: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description Whether the server is ready. */
+        V2Ready: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": {
+                    ready: boolean;
+                };
+            };
+        };
+        /** @description Whether the model (version) is ready. */
+        V2ModelReady: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": {
+                    name: string;
+                    ready: boolean;
+                };
+            };
+        };
+        /** @description The model's serving version, inputs and outputs. */
+        V2ModelMetadata: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": {
+                    name: string;
+                    versions: string[];
+                    platform: string;
+                    inputs: components["schemas"]["V2Tensor"][];
+                    outputs: components["schemas"]["V2Tensor"][];
+                };
+            };
+        };
+        /** @description The outputs, as JSON or (binary data requested) as JSON followed by binary tensor data. */
+        V2Infer: {
+            headers: {
+                "X-Model": components["headers"]["XModel"];
+                "X-Request-Id": components["headers"]["XRequestId"];
+                /** @description With binary data only, the length of the JSON part. */
+                "Inference-Header-Content-Length"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["V2InferResponse"];
+                "application/octet-stream": string;
+            };
+        };
+        /**
+         * @description The protocol's error shape. The status codes mean what they mean for /segment: 400 an
+         *     invalid request or input, 401/429 API keys, 404 an unknown model or version (or route), 413
+         *     too many bytes or pixels, 415 not an image, 422 no known word, 500, 504 the deadline.
+         */
+        V2Error: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["V2Error"];
+            };
+        };
+        /** @description Not ready, shutting down, or the queue is full; retry after `Retry-After` seconds. */
+        V2Unavailable: {
+            headers: {
+                "Retry-After": components["headers"]["RetryAfter"];
+                "X-Request-Id": components["headers"]["XRequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["V2Error"];
+            };
+        };
         /**
          * @description A missing or invalid field (SEG_ERR_MISSING_FIELD, SEG_ERR_INVALID_FIELD — including an
          *     empty file, an empty or whitespace-only expression, or one that is not UTF-8), an
@@ -351,10 +803,11 @@ export interface components {
             };
         };
         /**
-         * @description The file exceeds MAX_IMAGE_BYTES (SEG_ERR_PAYLOAD_TOO_LARGE), the image's header claims more
-         *     than MAX_IMAGE_PIXELS pixels (SEG_ERR_IMAGE_TOO_LARGE; nothing is decoded), or the form has
-         *     more than MAX_FORM_FIELDS text fields (SEG_ERR_TOO_MANY_FIELDS) or MAX_FORM_PARTS parts
-         *     (SEG_ERR_TOO_MANY_PARTS).
+         * @description The file exceeds MAX_IMAGE_BYTES, or the declared body size its limit
+         *     (SEG_ERR_PAYLOAD_TOO_LARGE), the image's header claims more than MAX_IMAGE_PIXELS pixels, or
+         *     the image would need more memory than the server can give one request
+         *     (SEG_ERR_IMAGE_TOO_LARGE; nothing is decoded), or the form has more than MAX_FORM_FIELDS
+         *     text fields (SEG_ERR_TOO_MANY_FIELDS) or MAX_FORM_PARTS parts (SEG_ERR_TOO_MANY_PARTS).
          */
         PayloadTooLarge: {
             headers: {
@@ -485,10 +938,11 @@ export interface components {
         };
         /**
          * @description The model is not loaded yet (SEG_ERR_NOT_READY), the server is shutting down
-         *     (SEG_ERR_SHUTTING_DOWN), the queue is full (SEG_ERR_QUEUE_FULL) or the worker serving the
-         *     request stopped (SEG_ERR_WORKER_CRASHED). Retry after `Retry-After` seconds; for a full
-         *     queue it is the work ahead (queued + in flight) divided by the measured throughput
-         *     (requests completed per second over the last 30 s), 1–60 s.
+         *     (SEG_ERR_SHUTTING_DOWN), the queue is full (SEG_ERR_QUEUE_FULL), the memory the server may
+         *     use is taken by other requests and no more can wait for it (SEG_ERR_MEMORY_BUSY) or the
+         *     worker serving the request stopped (SEG_ERR_WORKER_CRASHED). Retry after `Retry-After`
+         *     seconds; for a full queue or memory it is the work ahead (queued + in flight) divided by
+         *     the measured throughput (requests completed per second over the last 30 s), 1–60 s.
          */
         Unavailable: {
             headers: {
@@ -509,9 +963,24 @@ export interface components {
             };
         };
         /**
-         * @description The request did not finish within REQUEST_TIMEOUT_MS, counted from its arrival
-         *     (SEG_ERR_DEADLINE). Queued work of such a request is dropped; so is that of a client that
-         *     disconnects.
+         * @description The request body stopped arriving for BODY_IDLE_TIMEOUT_MS, or had not arrived whole when
+         *     REQUEST_TIMEOUT_MS (counted from the request's arrival) passed
+         *     (SEG_ERR_REQUEST_TIMEOUT). The connection is closed after this answer.
+         */
+        RequestTimeout: {
+            headers: {
+                "X-Request-Id": components["headers"]["XRequestId"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /**
+         * @description The request did not finish within REQUEST_TIMEOUT_MS, counted from its arrival: one
+         *     deadline for the upload, decoding, waiting for memory or a worker, inference and encoding
+         *     (SEG_ERR_DEADLINE). The work of such a request is dropped or, when it is running, its
+         *     result discarded; so is that of a client that disconnects.
          */
         DeadlineExceeded: {
             headers: {
@@ -532,10 +1001,25 @@ export interface components {
         };
     };
     parameters: {
+        ModelName: string;
+        ModelVersion: string;
+        /**
+         * @description Binary tensor data extension: the body is this many bytes of JSON followed by the inputs'
+         *     binary data (each input carrying `parameters.binary_data_size`). A BYTES element in binary
+         *     data is a 4-byte little-endian length and that many bytes.
+         */
+        InferenceHeaderContentLength: string;
         /** @description Correlation id; echoed back and logged as `reqId`. */
         RequestId: string;
     };
-    requestBodies: never;
+    requestBodies: {
+        V2Infer: {
+            content: {
+                "application/json": components["schemas"]["V2InferRequest"];
+                "application/octet-stream": string;
+            };
+        };
+    };
     headers: {
         /** @description The model that answered, `name@version`. */
         XModel: string;
@@ -590,7 +1074,9 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            404: components["responses"]["ModelNotFound"];
             406: components["responses"]["NotAcceptable"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["UnprocessableExpression"];
@@ -661,7 +1147,7 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             429: components["responses"]["RateLimited"];
-            /** @description Starting or shutting down. */
+            /** @description Starting, a model unavailable, or shutting down. */
             503: {
                 headers: {
                     "Retry-After": components["headers"]["RetryAfter"];
@@ -761,6 +1247,249 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             429: components["responses"]["RateLimited"];
+        };
+    };
+    listModels: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The models, by name. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelList"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["RateLimited"];
+        };
+    };
+    reloadModels: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description What each model's rescan did, and the models afterwards. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReloadResult"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+        };
+    };
+    v2ServerMetadata: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Name, version and protocol extensions. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["V2ServerMetadata"];
+                };
+            };
+            401: components["responses"]["V2Error"];
+            429: components["responses"]["V2Error"];
+        };
+    };
+    v2Live: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Alive. */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        live: boolean;
+                    };
+                };
+            };
+            401: components["responses"]["V2Error"];
+            429: components["responses"]["V2Error"];
+        };
+    };
+    v2Ready: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["V2Ready"];
+            400: components["responses"]["V2Ready"];
+            401: components["responses"]["V2Error"];
+            429: components["responses"]["V2Error"];
+        };
+    };
+    v2ModelMetadata: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["parameters"]["ModelName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["V2ModelMetadata"];
+            401: components["responses"]["V2Error"];
+            404: components["responses"]["V2Error"];
+            429: components["responses"]["V2Error"];
+        };
+    };
+    v2ModelVersionMetadata: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["parameters"]["ModelName"];
+                version: components["parameters"]["ModelVersion"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["V2ModelMetadata"];
+            401: components["responses"]["V2Error"];
+            404: components["responses"]["V2Error"];
+            429: components["responses"]["V2Error"];
+        };
+    };
+    v2ModelReady: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["parameters"]["ModelName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["V2ModelReady"];
+            400: components["responses"]["V2ModelReady"];
+            401: components["responses"]["V2Error"];
+            404: components["responses"]["V2Error"];
+            429: components["responses"]["V2Error"];
+        };
+    };
+    v2ModelVersionReady: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: components["parameters"]["ModelName"];
+                version: components["parameters"]["ModelVersion"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["V2ModelReady"];
+            400: components["responses"]["V2ModelReady"];
+            401: components["responses"]["V2Error"];
+            404: components["responses"]["V2Error"];
+            429: components["responses"]["V2Error"];
+        };
+    };
+    v2Infer: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Binary tensor data extension: the body is this many bytes of JSON followed by the inputs'
+                 *     binary data (each input carrying `parameters.binary_data_size`). A BYTES element in binary
+                 *     data is a 4-byte little-endian length and that many bytes.
+                 */
+                "Inference-Header-Content-Length"?: components["parameters"]["InferenceHeaderContentLength"];
+            };
+            path: {
+                name: components["parameters"]["ModelName"];
+            };
+            cookie?: never;
+        };
+        requestBody: components["requestBodies"]["V2Infer"];
+        responses: {
+            200: components["responses"]["V2Infer"];
+            400: components["responses"]["V2Error"];
+            401: components["responses"]["V2Error"];
+            404: components["responses"]["V2Error"];
+            413: components["responses"]["V2Error"];
+            415: components["responses"]["V2Error"];
+            422: components["responses"]["V2Error"];
+            429: components["responses"]["V2Error"];
+            500: components["responses"]["V2Error"];
+            503: components["responses"]["V2Unavailable"];
+            504: components["responses"]["V2Error"];
+        };
+    };
+    v2InferVersion: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Binary tensor data extension: the body is this many bytes of JSON followed by the inputs'
+                 *     binary data (each input carrying `parameters.binary_data_size`). A BYTES element in binary
+                 *     data is a 4-byte little-endian length and that many bytes.
+                 */
+                "Inference-Header-Content-Length"?: components["parameters"]["InferenceHeaderContentLength"];
+            };
+            path: {
+                name: components["parameters"]["ModelName"];
+                version: components["parameters"]["ModelVersion"];
+            };
+            cookie?: never;
+        };
+        requestBody: components["requestBodies"]["V2Infer"];
+        responses: {
+            200: components["responses"]["V2Infer"];
+            400: components["responses"]["V2Error"];
+            401: components["responses"]["V2Error"];
+            404: components["responses"]["V2Error"];
+            413: components["responses"]["V2Error"];
+            415: components["responses"]["V2Error"];
+            422: components["responses"]["V2Error"];
+            429: components["responses"]["V2Error"];
+            500: components["responses"]["V2Error"];
+            503: components["responses"]["V2Unavailable"];
+            504: components["responses"]["V2Error"];
         };
     };
 }

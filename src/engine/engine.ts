@@ -62,6 +62,12 @@ export interface RunOptions {
   timeoutMs?: number
   /** Aborted when the client disconnects. */
   signal?: AbortSignal
+  /**
+   * Called once, after run() settled, when the engine holds none of the job's work any more: it
+   * left the queue, or the worker that ran it answered or died. A job answered 504 while a
+   * worker runs it is still held until then (the caller's memory accounting waits for this).
+   */
+  onFinished?: () => void
 }
 
 export interface JobOutput {
@@ -112,6 +118,8 @@ interface Pending {
   reject: (err: Error) => void
   settled: boolean
   cleanup: () => void
+  /** The engine no longer holds the job (called once). */
+  leave: () => void
 }
 
 type SlotState = 'starting' | 'idle' | 'busy' | 'dead'
@@ -197,6 +205,7 @@ export function createEngine ({ model, settings, hooks = {}, logger, workerUrl =
         slot.state = 'idle'
         if (msg.encoded !== undefined && msg.encoded > 0) hooks.onEncode?.(msg.encoded)
         for (const p of inflight) {
+          p.leave()
           settle(p, () => {
             if (msg.error !== undefined) {
               logger.error({ worker: slot.index, reason: msg.error }, 'inference failed')
@@ -229,7 +238,10 @@ export function createEngine ({ model, settings, hooks = {}, logger, workerUrl =
     const lost = slot.inflight
     slot.inflight = []
     slot.state = 'dead'
-    for (const p of lost) settle(p, () => p.reject(ERR_WORKER_CRASHED()))
+    for (const p of lost) {
+      p.leave()
+      settle(p, () => p.reject(ERR_WORKER_CRASHED()))
+    }
     if (closed) return
     if (!startedOk) {
       if (wasStarting) rejectStarted(new Error(`engine worker ${slot.index} stopped during start-up (${why})`))
@@ -306,8 +318,27 @@ export function createEngine ({ model, settings, hooks = {}, logger, workerUrl =
   }
 
   async function run (job: InferenceJob, ro: RunOptions): Promise<JobOutput> {
+    // The jobs this run submitted that the engine still holds; onFinished waits for all of them.
+    let outstanding = 0
+    let settled = false
+    let notified = false
+    const notify = (): void => {
+      if (settled && outstanding === 0 && !notified) {
+        notified = true
+        ro.onFinished?.()
+      }
+    }
+    const tracked = async (j: InferenceJob): Promise<JobOutput> => {
+      outstanding++
+      return await submit(j, ro, () => { outstanding--; notify() })
+    }
     const spread = init.split !== undefined && job.tokens.length > 1 && idleWorkers() > 1
-    return spread ? await runSpread(job, ro) : await submit(job, ro)
+    try {
+      return spread ? await runSpread(job, ro, tracked) : await tracked(job)
+    } finally {
+      settled = true
+      notify()
+    }
   }
 
   /**
@@ -316,20 +347,20 @@ export function createEngine ({ model, settings, hooks = {}, logger, workerUrl =
    * Under load nothing idles and the request goes as one job (one backbone pass, one head pass
    * over K rows).
    */
-  async function runSpread (job: InferenceJob, ro: RunOptions): Promise<JobOutput> {
-    const { tokens, key, geometry, threshold } = job
+  async function runSpread (job: InferenceJob, ro: RunOptions, submit: (job: InferenceJob) => Promise<JobOutput>): Promise<JobOutput> {
+    const { tokens, key, geometry, threshold, format } = job
     let features = job.features
     let first: JobOutput | undefined
     if (features === undefined) {
-      first = await submit({ ...job, tokens: [], wantFeatures: true }, ro)
+      first = await submit({ ...job, tokens: [], wantFeatures: true })
       features = first.features
-      if (features === undefined) return await submit(job, ro)
+      if (features === undefined) return await submit(job)
     }
     const n = Math.max(1, Math.min(tokens.length, idleWorkers()))
     const size = Math.ceil(tokens.length / n)
     const chunks: number[][][] = []
     for (let i = 0; i < tokens.length; i += size) chunks.push(tokens.slice(i, i + size))
-    const outs = await Promise.all(chunks.map((c) => submit({ features, key, geometry, threshold, tokens: c }, ro)))
+    const outs = await Promise.all(chunks.map((c) => submit({ features, key, geometry, threshold, format, tokens: c })))
     const max = (f: (o: JobOutput) => number): number => Math.max(...outs.map(f))
     return {
       rows: outs.flatMap((o) => o.rows),
@@ -341,12 +372,14 @@ export function createEngine ({ model, settings, hooks = {}, logger, workerUrl =
     }
   }
 
-  /** Queue one job (one image, its rows) for the next free worker. */
-  function submit (job: InferenceJob, ro: RunOptions): Promise<JobOutput> {
-    if (closing) return Promise.reject(ERR_SHUTTING_DOWN())
-    if (!startedOk || liveSlots().length === 0) return Promise.reject(ERR_NOT_READY())
-    if (ro.signal?.aborted === true) return Promise.reject(ERR_CLIENT_CLOSED())
+  /** Queue one job (one image, its rows) for the next free worker; `onLeave` once the engine no longer holds it. */
+  function submit (job: InferenceJob, ro: RunOptions, onLeave: () => void): Promise<JobOutput> {
+    const refuse = (err: Error): Promise<JobOutput> => { onLeave(); return Promise.reject(err) }
+    if (closing) return refuse(ERR_SHUTTING_DOWN())
+    if (!startedOk || liveSlots().length === 0) return refuse(ERR_NOT_READY())
+    if (ro.signal?.aborted === true) return refuse(ERR_CLIENT_CLOSED())
     const timeLeft = ro.deadline - Date.now()
+    let left = false
     return new Promise<JobOutput>((resolve, reject) => {
       const p: Pending = {
         id: nextJobId++,
@@ -359,6 +392,7 @@ export function createEngine ({ model, settings, hooks = {}, logger, workerUrl =
         reject,
         settled: false,
         cleanup: () => {},
+        leave: () => { if (!left) { left = true; onLeave() } },
       }
       const onDeadline = (): void => {
         removeQueued(p)
@@ -387,7 +421,10 @@ export function createEngine ({ model, settings, hooks = {}, logger, workerUrl =
 
   function removeQueued (p: Pending): void {
     const i = queue.indexOf(p)
-    if (i >= 0) queue.splice(i, 1)
+    if (i >= 0) {
+      queue.splice(i, 1)
+      p.leave()
+    }
   }
 
   async function close (): Promise<void> {

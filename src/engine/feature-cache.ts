@@ -16,7 +16,8 @@
  * "Design choices").
  *
  * The key is sha256 over the preprocessing parameters, the encoder's own sha256 and the uploaded
- * bytes: the same bytes always decode to the same tensor under the same parameters.
+ * bytes (the segmenter passes their sha256, computed off the event loop): the same bytes always
+ * decode to the same tensor under the same parameters.
  */
 import { createHash } from 'node:crypto'
 import type { Geometry } from '../image/preprocess.js'

@@ -19,6 +19,7 @@
  * job asks for them (so the main thread can cache them).
  */
 import type { ConfigSection } from '../config.js'
+import type { Mask, MaskEncoding } from '../image/mask-formats.js'
 import type { Geometry } from '../image/preprocess.js'
 
 /** What the engine feeds the network (model.onnx; head.onnx takes `tokens` and the feature maps). */
@@ -97,11 +98,16 @@ export interface RunJob {
   tokens: number[][]
   geometry: Geometry
   threshold: number
+  /** The encoding of the masks the worker returns; absent: png. */
+  format?: MaskEncoding
 }
 
 export interface RowResult {
-  /** 0/255, geometry.width × geometry.height */
-  mask: Uint8Array
+  /**
+   * The mask (255 on the object, geometry.width × geometry.height) in the job's format (an 8-bit
+   * greyscale PNG by default): the worker encodes it, so the full-size plane never leaves the worker.
+   */
+  mask: Mask
   area: number
   bbox: [number, number, number, number] | null
   score: number

@@ -11,6 +11,7 @@
  *   feature maps: K expressions on one image cost one backbone pass, a cached image none.
  */
 import { parentPort, workerData } from 'node:worker_threads'
+import { encodeMaskIn, wantsScanlines } from '../image/mask-formats.js'
 import { postprocess } from '../image/postprocess.js'
 import { type FromWorker, type GoldenReport, GRAPH_OUTPUTS, type GraphOutput, type GraphShape, type ImageFeatures, type JobResult, type RunJob, type ToWorker, type WorkerInit } from './protocol.js'
 
@@ -236,12 +237,16 @@ export async function serveWorker (factory: BackendFactory): Promise<void> {
       msg.jobs.forEach((job, j) => {
         const rows = job.tokens.map(() => {
           const logits = out.mask_logits.subarray(b * m2, (b + 1) * m2)
-          const summary = postprocess(logits, maskSize, job.geometry, job.threshold)
+          // One full-size plane at a time: each row's mask is encoded before the next is made.
+          const format = job.format ?? 'png'
+          const summary = postprocess(logits, maskSize, job.geometry, job.threshold, wantsScanlines(format))
+          const mask = encodeMaskIn(format, summary.mask, summary.width, summary.height, summary.bbox)
           const confidence = out.query_confidence.slice(b * numQueries, (b + 1) * numQueries)
           const attention = out.word_attention.slice(b * numQueries * maxWords, (b + 1) * numQueries * maxWords)
           b++
-          transfer.push(summary.mask.buffer as ArrayBuffer)
-          return { mask: summary.mask, area: summary.area, bbox: summary.bbox, score: summary.score, confidence, attention }
+          if ('png' in mask) transfer.push(mask.png.buffer as ArrayBuffer)
+          else if ('raw' in mask) transfer.push(mask.raw.buffer as ArrayBuffer)
+          return { mask, area: summary.area, bbox: summary.bbox, score: summary.score, confidence, attention }
         })
         results.push({ id: job.id, rows, features: batch.features.get(j) })
       })

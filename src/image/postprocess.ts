@@ -89,7 +89,10 @@ export function probabilityMap (logits: Float32Array, maskSize: number, g: Geome
 }
 
 export interface MaskSummary {
-  /** 0 / 255 per pixel, row-major, the image's size. */
+  /**
+   * 0 / 255 per pixel, row-major, the image's size; with `scanlines`, each row is preceded by a
+   * 0 byte (PNG's scanline layout, for image/png.ts).
+   */
   mask: Uint8Array
   width: number
   height: number
@@ -136,9 +139,10 @@ export function threshold (p: Plane, thr: number): MaskSummary {
 /**
  * The whole post-processing of one row: the same arithmetic as
  * threshold(probabilityMap(…)), without its intermediate planes — the first resize computes only
- * the letterbox window (the crop), and the second is thresholded as it is computed.
+ * the letterbox window (the crop), and the second is thresholded as it is computed, into the one
+ * full-size plane (laid out as PNG scanlines when `scanlines` is set).
  */
-export function postprocess (logits: Float32Array, maskSize: number, g: Geometry, thr: number): MaskSummary {
+export function postprocess (logits: Float32Array, maskSize: number, g: Geometry, thr: number, scanlines = false): MaskSummary {
   const p = sigmoid(logits)
   // S×S resize restricted to rows dy…dy+nh, columns dx…dx+nw.
   const xw = axisWeights(maskSize, g.size)
@@ -162,7 +166,9 @@ export function postprocess (logits: Float32Array, maskSize: number, g: Geometry
   const { width, height } = g
   const xs = axisWeights(g.nw, width)
   const ys = axisWeights(g.nh, height)
-  const mask = new Uint8Array(width * height)
+  const stride = scanlines ? width + 1 : width
+  const lead = scanlines ? 1 : 0
+  const mask = new Uint8Array(stride * height)
   let area = 0
   let sum = 0
   let x0 = width
@@ -175,7 +181,7 @@ export function postprocess (logits: Float32Array, maskSize: number, g: Geometry
     const r1 = ys.i1[y] * sw
     const b = ys.w1[y]
     const a = 1 - b
-    const o = y * width
+    const o = y * stride + lead
     let rowHit = false
     for (let x = 0; x < width; x++) {
       const c0 = xs.i0[x]

@@ -2,7 +2,8 @@
  * Optional access control: when API_KEYS is set, every request outside AUTH_OPEN_PATHS needs
  * `Authorization: Bearer <key>` (401 otherwise), and each key gets a token bucket of
  * RATE_LIMIT_BURST requests refilled at RATE_LIMIT_RPS per second (429 + Retry-After when empty;
- * no limit when RATE_LIMIT_RPS is 0).
+ * no limit when RATE_LIMIT_RPS is 0). Paths under /admin/ are left to their routes, which take
+ * ADMIN_API_KEYS instead.
  *
  * Keys are compared as SHA-256 digests with crypto.timingSafeEqual, against every configured
  * key, so neither the length nor the content of a guess shows in the time taken. Only a short
@@ -13,7 +14,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { ERR_RATE_LIMITED, ERR_UNAUTHORIZED, SegError } from '../errors.js'
 
-const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest()
+export const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest()
 
 /** The index of the configured key that matches `presented`, or -1; the time taken is independent of both. */
 export function matchKey (presented: string, keyDigests: Buffer[]): number {
@@ -53,7 +54,8 @@ export default fp(async (app: FastifyInstance) => {
 
   app.addHook('onRequest', async (request, reply) => {
     const path = request.url.split('?')[0]
-    if (open.has(path)) return
+    // Admin routes check their own keys (ADMIN_API_KEYS, src/routes/models.ts).
+    if (open.has(path) || path.startsWith('/admin/')) return
     const header = request.headers.authorization
     const m = typeof header === 'string' ? /^Bearer[ ]+(\S+)\s*$/i.exec(header) : null
     if (m === null) {

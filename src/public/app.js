@@ -18,6 +18,8 @@ const el = {
   error: $('error'),
   status: $('status'),
   modelStatus: $('model-status'),
+  model: $('model'),
+  modelField: $('model-field'),
   stage: $('stage'),
   imageLayer: $('image-layer'),
   overlay: $('overlay'),
@@ -59,8 +61,9 @@ async function showModelStatus () {
   try {
     const res = await fetch('/readyz', { headers: { accept: 'application/json' } })
     const body = await res.json()
+    const models = body.models ?? []
     el.modelStatus.replaceChildren(
-      'Model ', strong(body.model), ' on ', strong(body.provider), ' — ',
+      models.length > 1 ? `${models.length} models; default ` : 'Model ', strong(body.model), ' on ', strong(body.provider), ' — ',
       body.status === 'ready' ? 'ready' : `${body.status.replace('_', ' ')} (${body.workers.live}/${body.workers.configured} workers)`
     )
     if (body.status === 'starting') setTimeout(showModelStatus, 3000)
@@ -68,6 +71,25 @@ async function showModelStatus () {
     el.modelStatus.textContent = 'Could not reach the service.'
     setTimeout(showModelStatus, 5000)
   }
+}
+
+/** The model picker: every model GET /models lists, the default one selected; hidden with only one. */
+async function loadModels () {
+  let list = { default: '', models: [] }
+  try {
+    const res = await fetch('/models', { headers: { accept: 'application/json' } })
+    if (res.ok) list = await res.json()
+  } catch { /* the page works with the default model */ }
+  const serving = list.models.filter((m) => m.serving !== null)
+  const previous = el.model.value
+  el.model.replaceChildren(...serving.map((m) => {
+    const o = document.createElement('option')
+    o.value = m.name
+    o.textContent = `${m.name} ${m.serving.version}${m.default ? ' (default)' : ''}${m.serving.state === 'ready' ? '' : ` — ${m.serving.state}`}`
+    o.selected = previous !== '' ? m.name === previous : m.default
+    return o
+  }))
+  el.modelField.hidden = serving.length < 2
 }
 
 function strong (text) {
@@ -191,6 +213,7 @@ async function segment () {
   body.append('image', state.image, state.imageName)
   body.append('expression', expression)
   body.append('threshold', el.threshold.value)
+  if (!el.modelField.hidden && el.model.value !== '') body.append('model', el.model.value)
 
   hideError()
   el.status.textContent = 'Segmenting…'
@@ -455,5 +478,14 @@ el.stage.addEventListener('drop', (e) => {
 })
 
 el.overlay.style.opacity = el.opacity.value
+el.model.addEventListener('change', () => {
+  clearResult()
+  if (state.lastExpression !== '' && state.image !== null) {
+    if (el.expression.value.trim() === '') el.expression.value = state.lastExpression
+    void segment()
+  }
+})
+
 void showModelStatus()
+void loadModels()
 void loadExamples()

@@ -395,6 +395,23 @@ t.test('docker/compose.yaml', async (t) => {
   }
 })
 
+t.test('docker/compose.models.yaml: mounts a model repository read-only at MODELS_DIR', async (t) => {
+  const base = parseYaml(read('docker', 'compose.yaml'), { merge: true }).services.segmentation
+  const svc = parseYaml(read('docker', 'compose.models.yaml')).services.segmentation
+  const env = Object.fromEntries(Object.entries({ ...base.environment, ...svc.environment } as Record<string, unknown>).map(([k, v]) => [k, interpolate(v)]))
+  for (const k of Object.keys(svc.environment)) t.ok(SERVICE_VARS.has(k), `${k} is a service variable`)
+  const config = loadConfig(env, 2)
+  const mount = svc.volumes[0]
+  t.equal(mount.target, config.modelsDir, 'mounted where MODELS_DIR points')
+  t.equal(mount.read_only, true)
+  t.ok(existsSync(path.join(DOCKER, interpolate(mount.source), 'vlt-refshapes', 'model.json')), 'the default source is the repository\'s models/ folder')
+  const docker = spawnSync('docker', ['compose', 'version'], { encoding: 'utf8' })
+  if (docker.status === 0) {
+    const r = spawnSync('docker', ['compose', '-f', path.join(DOCKER, 'compose.yaml'), '-f', path.join(DOCKER, 'compose.models.yaml'), 'config', '-q'], { encoding: 'utf8', timeout: 20_000 })
+    t.equal(r.status, 0, `docker compose -f compose.yaml -f compose.models.yaml config -q ${r.stderr}`)
+  }
+})
+
 // ---------------------------------------------------------------------------------------------
 // Kubernetes
 
@@ -458,6 +475,8 @@ t.test('docker/k8s: the Deployment follows the service', async (t) => {
   const env: Record<string, string> = {}
   for (const e of c.env) {
     t.ok(SERVICE_VARS.has(e.name), `${String(e.name)} is a service variable`)
+    // A value from the downward API (MEMORY_BUDGET_MB from the memory limit) is checked in "memory budget".
+    if (e.valueFrom !== undefined) continue
     t.type(e.value, 'string', `${String(e.name)} is a string`)
     env[e.name] = e.value
   }
@@ -616,6 +635,8 @@ t.test('docker/k8s/gpu: the GPU Deployment validates and follows the service', a
   const env: Record<string, string> = {}
   for (const e of c.env) {
     t.ok(SERVICE_VARS.has(e.name), `${String(e.name)} is a service variable`)
+    // MEMORY_BUDGET_MB comes from the pod's own memory limit (the downward API), not a literal.
+    if (e.valueFrom !== undefined) continue
     t.type(e.value, 'string', `${String(e.name)} is a string`)
     env[e.name] = e.value
   }
@@ -662,7 +683,30 @@ t.test('docker/k8s/gpu: the KEDA ScaledObject scales the Deployment on the expor
   t.ok(Number(trigger.metadata.threshold) > 0, 'a positive threshold')
   const metric = /\b(vlt_[a-z_]+)\{/.exec(trigger.metadata.query)?.[1]
   t.equal(metric, 'vlt_inference_queue_depth', 'the queue depth')
-  t.match(read('src', 'plugins', 'metrics.ts'), new RegExp(`name: '${metric ?? '-'}'`), 'a metric the service exports')
+  t.match(read('src', 'plugins', 'metrics.ts'), new RegExp(`(name: |perModel\\('gauge', )'${metric ?? '-'}'`), 'a metric the service exports')
   const matcher = /app_kubernetes_io_name="([^"]+)"/.exec(trigger.metadata.query)?.[1]
   t.equal(matcher, dep.spec.template.metadata.labels['app.kubernetes.io/name'], 'selects the Deployment\'s pods')
+})
+
+// ---------------------------------------------------------------------------------------------
+// Memory budget: compose and Kubernetes give the service a budget that agrees with the memory limit
+
+t.test('memory budget: MEMORY_BUDGET_MB agrees with the memory limit (compose, Kubernetes)', async (t) => {
+  const MiB = 1024 * 1024
+  const compose = parseYaml(read('docker', 'compose.yaml'), { merge: true })
+  const svc = compose.services.segmentation
+  // Compose reads memory sizes in binary units whatever the case (1536M = 1536 MiB).
+  const m = /^(\d+)[mM]$/.exec(interpolate(svc.deploy.resources.limits.memory))
+  t.ok(m !== null, 'the compose limit is in MiB')
+  const limit = Number(m?.[1]) * MiB
+  const budget = loadConfig({ MEMORY_BUDGET_MB: interpolate(svc.environment.MEMORY_BUDGET_MB) }, 2).memoryBudgetMb
+  t.equal(budget * MiB, limit, `compose: MEMORY_BUDGET_MB ${budget} = the limit ${interpolate(svc.deploy.resources.limits.memory)}`)
+  t.match(String(svc.environment.MEMORY_BUDGET_MB), /\$\{MEMORY_MB\b/, 'both from one variable')
+  t.match(String(svc.deploy.resources.limits.memory), /\$\{MEMORY_MB\b/)
+
+  const c = byKind('Deployment').spec.template.spec.containers[0]
+  const e = (c.env as Obj[]).find((x) => x.name === 'MEMORY_BUDGET_MB')
+  t.ok(e !== undefined, 'Deployment sets MEMORY_BUDGET_MB')
+  t.strictSame(e?.valueFrom?.resourceFieldRef, { containerName: c.name, resource: 'limits.memory', divisor: '1Mi' }, 'from its own memory limit, in MiB')
+  t.ok(bytes(c.resources.limits.memory) >= 1024 * MiB, `the limit ${String(c.resources.limits.memory)} leaves room for requests beside the reserve`)
 })

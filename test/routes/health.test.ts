@@ -15,11 +15,17 @@ t.test('readiness: 503 starting → 200 ready', async (t) => {
   const before = await app.inject('/readyz')
   t.equal(before.statusCode, 503)
   t.equal(before.headers['retry-after'], '5')
-  t.strictSame(before.json(), { status: 'starting', model: 'vlt-fake@0.0.1', provider: 'pending', workers: { configured: 1, live: 0 } })
+  t.strictSame(before.json(), {
+    status: 'starting', model: 'vlt-fake@0.0.1', provider: 'pending', workers: { configured: 1, live: 0 },
+    models: [{ name: 'vlt-fake', version: '0.0.1', state: 'loading', provider: 'pending', workers: { configured: 1, live: 0 } }],
+  })
   await app.segmenter.started
   const after = await app.inject('/readyz')
   t.equal(after.statusCode, 200)
-  t.strictSame(after.json(), { status: 'ready', model: 'vlt-fake@0.0.1', provider: 'cpu', workers: { configured: 1, live: 1 } })
+  t.strictSame(after.json(), {
+    status: 'ready', model: 'vlt-fake@0.0.1', provider: 'cpu', workers: { configured: 1, live: 1 },
+    models: [{ name: 'vlt-fake', version: '0.0.1', state: 'ready', provider: 'cpu', workers: { configured: 1, live: 1 } }],
+  })
 })
 
 /** Send one raw HTTP/1.1 request and return the status line and body. */
@@ -44,6 +50,8 @@ t.test('shutdown: readiness turns 503 at once, the request in flight finishes, t
   await app.listen({ host: '127.0.0.1', port: 0 })
   const port = (app.server.address() as net.AddressInfo).port
   const img = await rectImage(32, 32, { x: 4, y: 4, w: 8, h: 8 })
+  // Closed, the app serves no model any more: keep a handle on the one that served.
+  const segmenter = app.segmenter
 
   // A request in flight (the fake model sleeps 400 ms on 'slow').
   const inflight = fetch(`http://127.0.0.1:${port}/segment`, { method: 'POST', body: form({ image: img, expression: 'the slow one' }) })
@@ -70,5 +78,5 @@ t.test('shutdown: readiness turns 503 at once, the request in flight finishes, t
   t.equal(((await res.json()) as { results: unknown[] }).results.length, 1)
   await closing
   t.equal(closed, true)
-  t.equal(app.segmenter.isReady(), false)
+  t.equal(segmenter.isReady(), false)
 })

@@ -55,7 +55,7 @@ if (!existsSync(path.join(MODEL_DIR, 'model.onnx'))) {
       const res = await app.inject('/readyz')
       t.equal(res.statusCode, 200)
       t.match(res.json(), { status: 'ready', model, provider: 'cpu' })
-      t.match((await app.inject('/metrics')).payload, /vlt_execution_provider\{provider="cpu"\} 1/)
+      t.match((await app.inject('/metrics')).payload, /vlt_execution_provider\{model="vlt-refshapes",version="[^"]+",provider="cpu"\} 1/)
     })
 
     t.test('golden image → PNG mask equal to the Python evaluator\'s', async (t) => {
@@ -107,7 +107,7 @@ if (!existsSync(path.join(MODEL_DIR, 'model.onnx'))) {
       }
     })
 
-    t.test('EXIF: the golden picture stored under tags 1–8 gives the same mask', async (t) => {
+    t.test('EXIF: the golden picture stored under tags 1–8 gives the same mask (up to resampling order for 90° turns)', async (t) => {
       const { data, info } = await sharp(goldenImage).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true })
       const upright = { data, width: info.width, height: info.height, channels: 3 as const }
       let first: Buffer | undefined
@@ -118,7 +118,13 @@ if (!existsSync(path.join(MODEL_DIR, 'model.onnx'))) {
         const mask = await readMask(res.rawPayload)
         t.strictSame([mask.width, mask.height], [info.width, info.height], `orientation ${k}: image size after rotation`)
         first ??= mask.data
-        t.ok(mask.data.equals(first), `orientation ${k}: same mask as orientation 1`)
+        // Flips and 180° keep the resize's axes: the same pixels. A 90° or 270° orientation is
+        // resized as stored and turned after (what lets JPEG decode small), so libvips resamples
+        // the two axes in the other order and an edge pixel may round the other way.
+        let diff = 0
+        for (let p = 0; p < first.length; p++) if (mask.data[p] !== first[p]) diff++
+        if (k <= 4) t.equal(diff, 0, `orientation ${k}: same mask as orientation 1`)
+        else t.ok(diff <= first.length * 0.001, `orientation ${k}: same mask as orientation 1 but for ${diff} edge pixels (≤ 0.1 %)`)
       }
     })
   })

@@ -122,7 +122,7 @@ t.test('POST /segment (fake model)', async (t) => {
   t.test('BAD CALL - unexpected field → 400', async (t) => {
     const res = await bad(form({ image: img, expression: 'the', extra: [['colour', 'red']] }))
     t.equal(res.statusCode, 400)
-    t.match(res.json().error.message, /^Expected one of image, expression, threshold, format for a form field but received "colour"/)
+    t.match(res.json().error.message, /^Expected one of image, expression, threshold, format, model for a form field but received "colour"/)
   })
 
   t.test('BAD CALL - broken multipart → 400', async (t) => {

@@ -51,7 +51,7 @@ t.test('EXPECTED FAILURE - one of two workers dies: still ready with one live, t
   t.equal((await segment(app, 'the circle')).statusCode, 200)
   await until(() => app.segmenter.stats().liveWorkers === 2)
   t.strictSame((await app.inject('/readyz')).json().workers, { configured: 2, live: 2 })
-  t.match((await app.inject('/metrics')).payload, /vlt_inference_worker_restarts(_total)? 1/)
+  t.match((await app.inject('/metrics')).payload, /vlt_inference_worker_restarts\{model="vlt-fake",version="0.0.1"\} 1/)
 })
 
 t.test('EXPECTED FAILURE - repeated crashes: replaced every time, no restart of the service', async (t) => {
