@@ -1139,7 +1139,19 @@ export interface operations {
                      *       "workers": {
                      *         "configured": 2,
                      *         "live": 2
-                     *       }
+                     *       },
+                     *       "models": [
+                     *         {
+                     *           "name": "vlt-refshapes",
+                     *           "version": "1.2.0",
+                     *           "state": "ready",
+                     *           "provider": "cpu",
+                     *           "workers": {
+                     *             "configured": 2,
+                     *             "live": 2
+                     *           }
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["Readiness"];
@@ -1163,7 +1175,19 @@ export interface operations {
                      *       "workers": {
                      *         "configured": 2,
                      *         "live": 0
-                     *       }
+                     *       },
+                     *       "models": [
+                     *         {
+                     *           "name": "vlt-refshapes",
+                     *           "version": "1.2.0",
+                     *           "state": "loading",
+                     *           "provider": "pending",
+                     *           "workers": {
+                     *             "configured": 2,
+                     *             "live": 0
+                     *           }
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["Readiness"];
