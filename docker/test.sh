@@ -206,8 +206,9 @@ if [ "$BURST" != 0 ]; then
   log "burst: $BURST uploads at once of $(cd "$LOAD" && ls | tr '\n' ' ')(memory limit $((LIMIT / 1048576)) MiB, REQUEST_TIMEOUT_MS ${TIMEOUT_MS:-15000})"
   BURST_OK=1
   node "$ROOT/bench/burst.mjs" --url "$URL" --images "$LOAD" --concurrency "$BURST" --timeout-ms "${TIMEOUT_MS:-15000}" --json "$TMP/burst.json" >&2 || BURST_OK=0
-  # The service's peak resident memory since it started (VmHWM of the node processes), and the cgroup's own figures.
-  PEAK=$(docker exec "$CID" sh -c 'for s in /proc/[0-9]*/status; do grep -q "^Name:[[:space:]]*node" "$s" 2>/dev/null && grep "^VmHWM" "$s"; done; true' | awk '$2 > m { m = $2 } END { print m * 1024 }')
+  # The service's peak resident memory since it started (the largest VmHWM of the container's processes: the
+  # service and tini; matched by no process name, which differs between Node versions), and the cgroup's own figures.
+  PEAK=$(docker exec "$CID" sh -c 'for s in /proc/[0-9]*/status; do grep "^VmHWM" "$s" 2>/dev/null; done; true' | awk '$2 > m { m = $2 } END { print m * 1024 }')
   CG_PEAK=$(docker exec "$CID" sh -c 'cat /sys/fs/cgroup/memory.peak 2>/dev/null || cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null || echo 0')
   OOM_KILLS=$(docker exec "$CID" sh -c 'grep -h "^oom_kill " /sys/fs/cgroup/memory.events 2>/dev/null || echo "oom_kill 0"' | awk '{ print $2 }')
   curl -sS -o "$TMP/metrics-burst.txt" "$URL/metrics" || fail "GET /metrics after the burst"
