@@ -208,7 +208,8 @@ if [ "$BURST" != 0 ]; then
   node "$ROOT/bench/burst.mjs" --url "$URL" --images "$LOAD" --concurrency "$BURST" --timeout-ms "${TIMEOUT_MS:-15000}" --json "$TMP/burst.json" >&2 || BURST_OK=0
   # The service's peak resident memory since it started (the largest VmHWM of the container's processes: the
   # service and tini; matched by no process name, which differs between Node versions), and the cgroup's own figures.
-  PEAK=$(docker exec "$CID" sh -c 'for s in /proc/[0-9]*/status; do grep "^VmHWM" "$s" 2>/dev/null; done; true' | awk '$2 > m { m = $2 } END { print m * 1024 }')
+  HWM=$(docker exec "$CID" sh -c 'for s in /proc/[0-9]*/status; do grep "^VmHWM" "$s" 2>/dev/null; done; true' 2>&1 || true)
+  PEAK=$(printf '%s\n' "$HWM" | awk '$2 > m { m = $2 } END { print m * 1024 }')
   CG_PEAK=$(docker exec "$CID" sh -c 'cat /sys/fs/cgroup/memory.peak 2>/dev/null || cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null || echo 0')
   OOM_KILLS=$(docker exec "$CID" sh -c 'grep -h "^oom_kill " /sys/fs/cgroup/memory.events 2>/dev/null || echo "oom_kill 0"' | awk '{ print $2 }')
   curl -sS -o "$TMP/metrics-burst.txt" "$URL/metrics" || fail "GET /metrics after the burst"
@@ -216,7 +217,7 @@ if [ "$BURST" != 0 ]; then
   [ "$(docker inspect -f '{{.State.OOMKilled}} {{.State.Status}} {{.RestartCount}}' "$CID")" = "false running $RESTARTS" ] \
     || fail "the container was OOM-killed or restarted: $(docker inspect -f 'OOMKilled {{.State.OOMKilled}}, status {{.State.Status}}, restarts {{.RestartCount}}' "$CID")"
   [ "${OOM_KILLS:-0}" = 0 ] || fail "the kernel killed a process of the container for memory ($OOM_KILLS times)"
-  [ "$PEAK" -gt 0 ] && [ "$PEAK" -lt "$LIMIT" ] || fail "peak resident memory $PEAK bytes is not below the limit $LIMIT"
+  [ "$PEAK" -gt 0 ] && [ "$PEAK" -lt "$LIMIT" ] || fail "peak resident memory $PEAK bytes is not below the limit $LIMIT (VmHWM read: $(printf '%s' "$HWM" | tr '\n' ' '))"
   [ "$BURST_OK" = 1 ] || fail "burst: $(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).failures.join("; "))' "$TMP/burst.json")"
   code=$(curl -sS -o /dev/null -w '%{http_code}' "$URL/readyz") || fail "GET /readyz after the burst"
   [ "$code" = 200 ] || fail "GET /readyz answered $code after the burst"

@@ -77,17 +77,22 @@ export function buildApp (config: Config, deps: AppDeps = {}): FastifyInstance {
   // A path the service has, asked with another method, is 405 with Allow (RFC 9110); else 404.
   // Decided on arrival, before a body is read (Fastify would otherwise parse, or refuse, the body
   // of e.g. QUERY first).
-  const methodsByPath = new Map<string, Set<string>>()
+  // Paths with parameters (/v2/models/:name/…) match any one segment in their place.
+  const routes = new Map<string, { pattern: RegExp, methods: Set<string> }>()
   app.addHook('onRoute', (route) => {
-    const methods = methodsByPath.get(route.url) ?? new Set<string>()
-    for (const m of [route.method].flat()) methods.add(m)
-    methodsByPath.set(route.url, methods)
+    const entry = routes.get(route.url) ?? {
+      pattern: new RegExp(`^${route.url.split('/').map((s) => s.startsWith(':') ? '[^/]+' : s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('/')}$`),
+      methods: new Set<string>(),
+    }
+    for (const m of [route.method].flat()) entry.methods.add(m)
+    routes.set(route.url, entry)
   })
   app.addHook('onRequest', async (request, reply) => {
     if (!request.is404) return
     const path = request.url.split('?')[0]
-    const methods = methodsByPath.get(path)
-    if (methods === undefined) return
+    const methods = new Set<string>()
+    for (const r of routes.values()) if (r.pattern.test(path)) for (const m of r.methods) methods.add(m)
+    if (methods.size === 0) return
     const allow = [...methods].sort().join(', ')
     void reply.header('allow', allow)
     throw ERR_METHOD_NOT_ALLOWED(request.method, path, allow)

@@ -28,6 +28,23 @@ t.test('405 + Allow on every known path, for any other method', async (t) => {
   }
 })
 
+t.test('405 + Allow on a path with parameters; 404 for one the routes do not have', async (t) => {
+  const app = await build(t)
+  for (const [method, url, allow] of [
+    ['QUERY', '/v2/models/vlt-fake/ready', 'GET, HEAD'],
+    ['DELETE', '/v2/models/anything/versions/1', 'GET, HEAD'],
+    ['GET', '/v2/models/vlt-fake/infer', 'POST'],
+  ] as const) {
+    const res = await app.inject({ method, url })
+    t.equal(res.statusCode, 405, `${method} ${url}`)
+    t.equal(res.headers.allow, allow, `${method} ${url}: Allow`)
+    // /v2 answers in the protocol's error shape: { error: message }
+    t.match(res.json().error, `Method ${method} is not allowed on ${url}`)
+  }
+  const deeper = await app.inject({ method: 'GET', url: '/v2/models/a/b/ready' })
+  t.equal(deeper.statusCode, 404, 'a parameter is one path segment')
+})
+
 t.test('an unknown path is 404 whatever the method', async (t) => {
   const app = await build(t)
   for (const method of ['GET', 'POST', 'TRACE'] as const) {
