@@ -120,7 +120,8 @@ ANSWER=$(curl -sS --max-time 60 -H 'Accept: application/json' -F "image=@$MODEL_
 PROVIDER=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["model"]["provider"])' "$ANSWER" 2>/dev/null) || fail "POST /segment: $(head -c 300 <<<"$ANSWER")"
 [ "$PROVIDER" = cpu ] || fail "POST /segment answered with provider $PROVIDER"
 log "POST /segment: model.provider $PROVIDER"
-curl -sS "$URL/metrics" | grep -q '^vlt_execution_provider{provider="cpu"} 1' || fail "/metrics: no vlt_execution_provider{provider=\"cpu\"} 1"
+# per-model labels (model, version) sit beside provider
+curl -sS "$URL/metrics" | grep -Eq '^vlt_execution_provider\{([^}]*,)?provider="cpu"(,[^}]*)?\} 1$' || fail "/metrics: no vlt_execution_provider{…provider=\"cpu\"…} 1"
 docker rm -f "$NAME" >/dev/null
 
 # ---- 2b. a stand-in driver: the provider loads into onnxruntime-node and reaches the CUDA runtime -
