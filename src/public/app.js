@@ -32,6 +32,7 @@ const el = {
   imageSize: $('image-size'),
   timings: $('timings'),
   queryList: $('query-list'),
+  modelFigures: $('model-figures'),
 }
 
 // The mask must stay visible on a shape of any colour: its fill alternates a light and a dark
@@ -50,6 +51,8 @@ const state = {
   /** The expression of the last answered request (a threshold change re-asks for it). */
   lastExpression: '',
   controller: null,
+  /** model.json of every served model version, by "name@version" (from GET /models). */
+  metadata: new Map(),
   thresholdTimer: 0,
   renders: 0,
 }
@@ -81,6 +84,7 @@ async function loadModels () {
     if (res.ok) list = await res.json()
   } catch { /* the page works with the default model */ }
   const serving = list.models.filter((m) => m.serving !== null)
+  state.metadata = new Map(serving.map((m) => [`${m.name}@${m.serving.version}`, m.serving.metadata]))
   const previous = el.model.value
   el.model.replaceChildren(...serving.map((m) => {
     const o = document.createElement('option')
@@ -267,6 +271,7 @@ async function render (json) {
   el.timings.hidden = false
 
   renderQueries(r)
+  renderModelFigures(json.model)
   state.renders += 1
   el.stage.dataset.renders = String(state.renders)
   el.stage.dataset.state = 'done'
@@ -366,6 +371,28 @@ function drawBox (bbox, width, height) {
 
 // ---------------------------------------------------------------------------------------------
 // Queries: QBM confidence (bar, sorted) and attention over the words (heat strip)
+
+/**
+ * What the answering model's queries do on its validation set (model.json metrics.queries_val,
+ * written by export/tools/query_stats.py), so one answer's bars and strips can be read against
+ * the model's usual spread. Hidden when the model records no such figures.
+ */
+function renderModelFigures (model) {
+  const meta = state.metadata.get(`${model.name}@${model.version}`)
+  const q = meta?.metrics?.queries_val
+  const val = meta?.metrics?.val?.overall
+  if (q === undefined || typeof q.confidence_range !== 'number') {
+    el.modelFigures.hidden = true
+    return
+  }
+  const pct = (x) => `${(100 * x).toFixed(0)} %`
+  el.modelFigures.textContent = `${model.name} ${model.version} on its validation set (${q.n} phrases)` +
+    (typeof val?.mIoU === 'number' ? `: mIoU ${val.mIoU.toFixed(1)}` : '') +
+    `; on average the ${meta.num_queries ?? ''} query weights span ${q.confidence_range.toFixed(3)} (max − min),` +
+    ` the queries' word attentions differ by ${q.attention_tv.toFixed(3)} (mean total variation between pairs; 0 = identical, 1 = disjoint)` +
+    ` and ${pct(q.top_word_agreement)} of query pairs attend most to the same word.`
+  el.modelFigures.hidden = false
+}
 
 function renderQueries (r) {
   const order = r.queries.map((q, i) => ({ ...q, index: i })).sort((a, b) => b.confidence - a.confidence)

@@ -27,10 +27,10 @@ if (!existsSync(CHROMIUM)) {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true })
   t.teardown(() => browser.close())
 
-  const serve = async (names: Array<[string, string]>): Promise<string> => {
+  const serve = async (names: Array<[string, string, Record<string, unknown>?]>): Promise<string> => {
     const root = mkdtempSync(path.join(os.tmpdir(), 'vlt-page-models-'))
     t.teardown(() => rmSync(root, { recursive: true, force: true }))
-    for (const [name, version] of names) writeFakeModel(root, name, version)
+    for (const [name, version, json] of names) writeFakeModel(root, name, version, { json })
     const config = testConfig({ modelsDir: root })
     const app = buildApp(config, { loadFolder: fakeFolderLoader(config) })
     t.teardown(() => app.close())
@@ -64,6 +64,24 @@ if (!existsSync(CHROMIUM)) {
     t.match(await segmentWith(page), /alpha@1\.0\.0/, 'the default model answered')
     t.match(await segmentWith(page, 'beta'), /beta@2\.0\.0/, 'the chosen model answered')
     t.strictSame(errors, [])
+  })
+
+  t.test("the answering model's query figures from its model.json; none when it records none", async (t) => {
+    const queries = { n: 1000, confidence_range: 0.25, attention_tv: 0.125, top_word_agreement: 0.5 }
+    const base = await serve([['alpha', '1.0.0'], ['beta', '2.0.0', { metrics: { queries_val: queries, val: { overall: { mIoU: 70.04 } } } }]])
+    const page = await browser.newPage()
+    t.teardown(() => page.close())
+    await page.goto(`${base}/`)
+    await page.waitForSelector('#model-field:not([hidden])')
+    await page.setInputFiles('#file', path.join(EXAMPLES, example.file))
+    await segmentWith(page)
+    t.equal(await page.isHidden('#model-figures'), true, 'alpha records no query figures')
+    await segmentWith(page, 'beta')
+    const text = (await page.textContent('#model-figures')) ?? ''
+    t.match(text, /^beta 2\.0\.0 on its validation set \(1000 phrases\): mIoU 70\.0;/)
+    t.match(text, /span 0\.250 \(max − min\)/)
+    t.match(text, /differ by 0\.125 /)
+    t.match(text, /50 % of query pairs/)
   })
 
   t.test('one model: no picker', async (t) => {
