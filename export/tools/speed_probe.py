@@ -14,33 +14,15 @@ Data generation, the EMA and the monitor evaluations are left out, so a real run
 from __future__ import annotations
 
 import argparse
-import ast
 import time
-from typing import Dict, List
+from typing import Dict
 
 import torch
 
 from export.engine import train_one_step
 from export.train import get_args_parser as train_args_parser
 from export.vlt import build_vlt, count_parameters
-from export.vlt.config import get_config
-
-
-def parse_overrides(items: List[str]) -> Dict[str, object]:
-    """["decoder_width=16", "backbone_depths=(1,1,2,2,1)"] -> {"decoder_width": 16, ...}"""
-    out: Dict[str, object] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set wants KEY=VALUE, got {item!r}")
-        if value.lower() in ("true", "false"):  # a plain string "false" would switch a flag on
-            out[key] = value.lower() == "true"
-            continue
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
+from export.vlt.config import get_config, parse_overrides
 
 
 def probe(args: argparse.Namespace) -> Dict[str, float]:

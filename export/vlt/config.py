@@ -8,9 +8,10 @@ linear, the responses->maps linear and the logit size all follow from ``image_si
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 
 _REMOVED_OPTIONS = ("decoder_skip", "decoder_skip_gate", "memory_maps")
@@ -175,3 +176,21 @@ def get_config(preset: str, **overrides: Any) -> VLTConfig:
 
 
 __all__ = ["VLTConfig", "PRESETS", "get_config", "field"]
+
+
+def parse_overrides(items: List[str]) -> Dict[str, Any]:
+    """Command-line config overrides: ["decoder_width=16", "backbone_depths=(1,1,2,2,1)"] ->
+    {"decoder_width": 16, ...} (the values as Python literals; true/false in any case as booleans)."""
+    out: Dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set wants KEY=VALUE, got {item!r}")
+        if value.lower() in ("true", "false"):  # a plain string "false" would switch a flag on
+            out[key] = value.lower() == "true"
+            continue
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
