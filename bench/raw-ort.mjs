@@ -4,7 +4,8 @@
 //
 //   node bench/raw-ort.mjs --model models/vlt-refshapes --threads 0 --seconds 3 --batches 1,2,4,8
 //
-// --threads 0 leaves intra-op threads to ONNX Runtime (one per physical core).
+// --threads 0 leaves intra-op threads to ONNX Runtime (one per physical core); --spinning 0 turns
+// their busy-waiting off (the service's default), so core-ms per call is the work itself.
 // Measured: the whole network at each batch size — model.onnx, or image_encoder.onnx then
 // head.onnx when the folder ships only the split graphs (`whole.graph` says which);
 // image_encoder.onnx at batch 1; head.onnx at batch 1 and at each K of --heads (one image's
@@ -22,6 +23,7 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '3' },
     batches: { type: 'string', default: '1,2,4,8' },
     heads: { type: 'string', default: '4,8' },
+    spinning: { type: 'string', default: '' },
   },
 })
 const dir = path.resolve(args.model)
@@ -30,7 +32,8 @@ const S = manifest.input.size
 const L = manifest.max_words
 const threads = Number(args.threads)
 const seconds = Number(args.seconds)
-const options = { executionProviders: ['cpu'], interOpNumThreads: 1, graphOptimizationLevel: 'all', ...(threads > 0 ? { intraOpNumThreads: threads } : {}) }
+// --spinning 0: intra-op threads sleep between parallel sections, as the service's do by default
+const options = { executionProviders: ['cpu'], interOpNumThreads: 1, graphOptimizationLevel: 'all', ...(threads > 0 ? { intraOpNumThreads: threads } : {}), ...(args.spinning === '0' ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}) }
 
 let seed = 1
 const rand = () => { seed = (seed * 1103515245 + 12345) >>> 0; return (seed >>> 8) / 2 ** 24 }
@@ -59,7 +62,7 @@ async function measure (fn, secs = seconds) {
   return { runs: lat.length, p50: q(0.5), p90: q(0.9), p99: q(0.99), mean: lat.reduce((a, v) => a + v, 0) / lat.length, perSecond: lat.length / elapsed, cpu: (c.user + c.system) / 1000 / lat.length }
 }
 
-const out = { model: manifest.name, version: manifest.version, preset: manifest.preset, inputSize: S, threads: threads > 0 ? threads : 'ort-default', wholeGraph: manifest.onnx !== undefined ? 'model.onnx' : 'image_encoder + head', whole: {}, encoder: null, head: {} }
+const out = { model: manifest.name, version: manifest.version, preset: manifest.preset, inputSize: S, threads: threads > 0 ? threads : 'ort-default', spinning: args.spinning !== '0', wholeGraph: manifest.onnx !== undefined ? 'model.onnx' : 'image_encoder + head', whole: {}, encoder: null, head: {} }
 const t0 = performance.now()
 let enc, head
 if (manifest.split !== undefined) {
@@ -88,7 +91,7 @@ if (manifest.split !== undefined) {
   const image = images(1)
   out.encoder = await measure(() => enc.run({ image }))
   const feats = await enc.run({ image })
-  for (const k of [1, ...args.heads.split(',').map(Number)]) {
+  for (const k of new Set([1, ...args.heads.split(',').filter(Boolean).map(Number)])) {
     const feeds = { tokens: tokens(k) }
     for (const n of names) {
       const d = feats[n].data
