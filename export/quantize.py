@@ -9,7 +9,7 @@ when it ships one) is quantized with ONNX Runtime's static quantizer: weights pe
 activations as uint8 with ranges calibrated on scenes of this project's generator (a seed no set
 uses), in the QDQ or the operator-oriented (QOperator) format. ``--graphs`` keeps some graphs in
 float (for example the head, when it does not quantize well). The new folder has its own
-model.json (name, version, ``quantization`` record, new sha256s) and its own golden case, made
+model.json (name ``<name>-int8``, ``quantization`` record, new sha256s) and its own golden case, made
 with the quantized graphs, so the service's start-up check holds it to its own outputs. With
 ``--data`` both models are scored on that set (export/evaluate.py) and model.json records the
 INT8 metrics under ``metrics.<name>`` and the paired difference from the float model
@@ -92,8 +92,10 @@ def quantize_graph(src: Path, dst: Path, feeds: List[Dict[str, np.ndarray]], *, 
 
 
 def quantize_folder(model: Path, out: Path, *, graphs: Optional[List[str]] = None, fmt: str = "qdq",
-                    samples: int = 128, version_suffix: str = "int8") -> Dict:
-    """Write the INT8 folder; ``graphs``: the roles to quantize (default: every graph listed)."""
+                    samples: int = 128, name_suffix: str = "int8") -> Dict:
+    """Write the INT8 folder; ``graphs``: the roles to quantize (default: every graph listed). The
+    variant is its own model, ``<name>-int8`` at the float model's version: a model repository
+    (docs/models.md) serves a folder under its model's name."""
     manifest = json.loads((model / "model.json").read_text())
     entries = graph_entries(manifest)
     graphs = sorted(entries) if graphs is None else sorted(graphs)
@@ -113,7 +115,7 @@ def quantize_folder(model: Path, out: Path, *, graphs: Optional[List[str]] = Non
         entry["sha256"] = sha256(dst)
     shutil.copyfile(model / manifest["vocab"]["file"], out / manifest["vocab"]["file"])
     source = {"name": manifest["name"], "version": manifest["version"]}
-    manifest["version"] = f"{manifest['version']}-{version_suffix}"
+    manifest["name"] = f"{manifest['name']}-{name_suffix}"
     manifest["quantization"] = {"format": fmt, "weights": "int8 per channel", "activations": "uint8 (MinMax)",
                                 "ops": ["Conv", "MatMul", "Gemm"], "graphs": graphs,
                                 "calibration": f"{samples} RefShapes stream samples, seed {CALIBRATION_SEED}",
@@ -164,7 +166,7 @@ def main() -> None:
     p.add_argument("--data-name", default=None, help="the metrics key of --data in model.json (default: its folder name)")
     args = p.parse_args()
     manifest = quantize_folder(args.model, args.out, graphs=args.graphs, fmt=args.format, samples=args.samples)
-    print(f"wrote {args.out} ({manifest['version']})")
+    print(f"wrote {args.out} ({manifest['name']}@{manifest['version']})")
     if args.data is not None:
         acc = score_against_float(args.model, args.out, args.data, args.data_name or args.data.name)
         print(f"{acc['set']}: mIoU float {acc['mIoU float']:.2f}, int8 {acc['mIoU int8']:.2f}, "

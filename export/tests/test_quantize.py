@@ -41,7 +41,7 @@ def test_split_only_folder_quantizes_both_graphs_and_scores_against_float(split_
     out = tmp_path / "int8"
     manifest = quantize_folder(split_model, out, samples=4)
     assert "onnx" not in manifest and not (out / "model.onnx").exists()
-    assert manifest["version"] == "0.0.0-int8" and manifest["quantization"]["graphs"] == ["head", "image_encoder"]
+    assert manifest["name"] == "test-model-int8" and manifest["version"] == "0.0.0" and manifest["quantization"]["graphs"] == ["head", "image_encoder"]
     assert manifest["quantization"]["from"] == {"name": "test-model", "version": "0.0.0"}
     for entry in manifest["split"].values():
         assert entry["sha256"] == sha256(out / entry["file"])
