@@ -74,20 +74,21 @@ const startKind = (kind, env = {}) => kind === 'service'
   })
 
 // ---------------------------------------------------------------- load
-/** Where each cycle of request bodies is: every load continues from where the last one on the
- * same bodies stopped, so with more bodies than the feature cache holds none is a cache hit. */
-const cursors = new WeakMap()
+/** Where each server is in the cycle of request bodies: every load on a server continues from
+ * where its last one stopped, so with more bodies than the feature cache holds none is a cache
+ * hit. One cursor per server: another server's requests must not move it. */
+const cursors = new Map()
 
 /** autocannon over a cycle of request bodies. */
 function load (url, { connections, seconds, bodies }) {
-  let i = cursors.get(bodies) ?? 0
+  let i = cursors.get(url) ?? 0
   return new Promise((resolve, reject) => {
     autocannon({
       url: url + '/segment',
       connections,
       duration: seconds,
       timeout: 60,
-      requests: [{ method: 'POST', headers: { 'content-type': CONTENT_TYPE }, setupRequest: (req) => { const b = bodies[i % bodies.length]; i++; cursors.set(bodies, i); return { ...req, body: b } } }],
+      requests: [{ method: 'POST', headers: { 'content-type': CONTENT_TYPE }, setupRequest: (req) => { const b = bodies[i % bodies.length]; i++; cursors.set(url, i); return { ...req, body: b } } }],
     }, (err, r) => {
       if (err) { reject(err); return }
       resolve({
