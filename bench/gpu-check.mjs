@@ -2,7 +2,8 @@
 // The CUDA execution provider on a real GPU, through onnxruntime-node (the service's runtime):
 // loads each model folder's graphs on CUDA (no CPU fallback listed: a provider that does not load
 // is an error here), checks the golden case against the CPU result (max |Δ| ≤ --atol for every
-// output, model.onnx and the split graphs), then times model.onnx on CUDA: batch-1 latency and
+// output, model.onnx and the split graphs, whichever the folder ships), then times model.onnx (the
+// split pair composed when the folder ships no model.onnx) on CUDA: batch-1 latency and
 // throughput at the larger batches. Prints a markdown table (for BENCHMARKS.md) and one JSON line.
 // Run by bench/gpu-check.sh, which finds the provider and CUDA libraries and sets them up first.
 //
@@ -59,7 +60,7 @@ async function runGraphs (sessions, split, image, tokens, S, L, b = 1) {
 }
 
 async function open (dir, manifest, options) {
-  const s = { whole: await ort.InferenceSession.create(path.join(dir, manifest.onnx.file), options) }
+  const s = manifest.onnx !== undefined ? { whole: await ort.InferenceSession.create(path.join(dir, manifest.onnx.file), options) } : {}
   if (manifest.split !== undefined) {
     s.encoder = await ort.InferenceSession.create(path.join(dir, manifest.split.image_encoder.file), options)
     s.head = await ort.InferenceSession.create(path.join(dir, manifest.split.head.file), options)
@@ -95,7 +96,11 @@ for (const m of args.model) {
   const onCpu = await open(dir, manifest, cpu)
   const { image, tokens } = goldenFeeds(dir, manifest)
   const diffs = {}
-  for (const split of manifest.split !== undefined ? [false, true] : [false]) {
+  // model.onnx and the split pair, whichever the folder ships; the timings use model.onnx if any
+  const layouts = [...(manifest.onnx !== undefined ? [false] : []), ...(manifest.split !== undefined ? [true] : [])]
+  const timed = layouts[0]
+  const graph = timed ? 'image_encoder + head' : 'model.onnx'
+  for (const split of layouts) {
     const a = await runGraphs(onGpu, split, image, tokens, S, L)
     const b = await runGraphs(onCpu, split, image, tokens, S, L)
     for (const o of OUTPUTS) diffs[`${split ? 'split' : 'model.onnx'} ${o}`] = maxDiff(a[o].data, b[o].data)
@@ -105,21 +110,21 @@ for (const m of args.model) {
   if (!ok) failed = true
   console.error(`gpu-check: ${name}: loaded on ${args.provider} in ${loadMs.toFixed(0)} ms; golden case ${args.provider} vs CPU max |Δ| ${worst.toExponential(2)} ${ok ? '<=' : 'EXCEEDS'} ${atol} ${JSON.stringify(diffs)}`)
 
-  const lat = await time(() => runGraphs(onGpu, false, image, tokens, S, L), seconds)
-  rows.push({ model: name, batch: 1, p50: pct(lat, 0.5), p90: pct(lat, 0.9), ips: 1000 / pct(lat, 0.5), diff: worst, ok })
+  const lat = await time(() => runGraphs(onGpu, timed, image, tokens, S, L), seconds)
+  rows.push({ model: name, graph, batch: 1, p50: pct(lat, 0.5), p90: pct(lat, 0.9), ips: 1000 / pct(lat, 0.5), diff: worst, ok })
   for (const b of args.batches.split(',').map(Number)) {
     const img = new Float32Array(b * image.length)
     for (let i = 0; i < b; i++) img.set(image, i * image.length)
     const tok = new BigInt64Array(b * L)
     for (let i = 0; i < b; i++) tok.set(tokens, i * L)
-    const ms = await time(() => runGraphs(onGpu, false, img, tok, S, L, b), seconds)
-    rows.push({ model: name, batch: b, p50: pct(ms, 0.5), p90: pct(ms, 0.9), ips: b * 1000 / pct(ms, 0.5), diff: worst, ok })
+    const ms = await time(() => runGraphs(onGpu, timed, img, tok, S, L, b), seconds)
+    rows.push({ model: name, graph, batch: b, p50: pct(ms, 0.5), p90: pct(ms, 0.9), ips: b * 1000 / pct(ms, 0.5), diff: worst, ok })
   }
 }
 
 const f = (x, d = 2) => Number.isFinite(x) ? x.toFixed(d) : String(x)
 console.log('| model | provider | graph | batch | p50 ms | p90 ms | images/s (at p50) | golden max abs diff vs CPU |')
 console.log('|---|---|---|---:|---:|---:|---:|---|')
-for (const r of rows) console.log(`| ${r.model} | ${args.provider} | model.onnx | ${r.batch} | ${f(r.p50)} | ${f(r.p90)} | ${f(r.ips, 1)} | ${r.diff.toExponential(2)} ${r.ok ? '(<= ' + atol + ')' : 'FAIL'} |`)
+for (const r of rows) console.log(`| ${r.model} | ${args.provider} | ${r.graph} | ${r.batch} | ${f(r.p50)} | ${f(r.p90)} | ${f(r.ips, 1)} | ${r.diff.toExponential(2)} ${r.ok ? '(<= ' + atol + ')' : 'FAIL'} |`)
 console.log(JSON.stringify({ provider: args.provider, ort: ort.env.versions?.common, device: Number(args.device), seconds, rows }))
 process.exit(failed ? 1 : 0)

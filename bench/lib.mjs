@@ -24,6 +24,15 @@ export function rss (pid) {
   } catch { return NaN }
 }
 
+const CLOCK_TICK_MS = 1000 / 100 // Linux's USER_HZ (getconf CLK_TCK) is 100 on every kernel the bench runs on
+
+/** CPU time (user + system) of a process, all its threads, or of one thread (`tid`), in ms. */
+export function cpuMs (pid, tid) {
+  const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ') // fields from the 3rd on; comm may hold spaces
+  return (Number(f[11]) + Number(f[12])) * CLOCK_TICK_MS // utime, stime (fields 14, 15)
+}
+
 // ---------------------------------------------------------------- images and request bodies
 const BOUNDARY = '----vltbench7d1c'
 export const CONTENT_TYPE = `multipart/form-data; boundary=${BOUNDARY}`

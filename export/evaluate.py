@@ -145,18 +145,15 @@ def breakdown_groups(row: dict) -> List[str]:
 
 
 def onnx_predictor(model_dir: Path, threads: int = 0) -> Tuple[Predictor, dict]:
-    import onnxruntime as ort
+    """The graphs the service runs (the split pair when model.json lists it, else model.onnx)."""
+    from export.model_session import ModelSession
 
-    manifest = json.loads((model_dir / "model.json").read_text())
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(model_dir / manifest["onnx"]["file"]), so, providers=["CPUExecutionProvider"])
+    sess = ModelSession(model_dir, threads=threads)
 
     def predict(images: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         return sess.run(["mask_logits"], {"image": images.astype(np.float32), "tokens": tokens})[0]
 
-    return predict, manifest
+    return predict, sess.manifest
 
 
 def torch_predictor(model, device: str = "cpu") -> Predictor:
@@ -191,7 +188,7 @@ def format_table(metrics: Dict[str, Dict[str, float]]) -> str:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The options every evaluator shares: which model (folder or checkpoint) and how to run it."""
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--model", type=Path, help="a model folder (model.onnx + model.json + vocab.txt), run in onnxruntime")
+    g.add_argument("--model", type=Path, help="a model folder (model.json, its graphs, vocab.txt), run in onnxruntime")
     g.add_argument("--checkpoint", type=Path, help="a training checkpoint, run in PyTorch")
     p.add_argument("--batch-size", type=int, default=16, help="expressions per forward pass")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: library default)")

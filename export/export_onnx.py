@@ -1,12 +1,14 @@
 """Export a trained VLT checkpoint to a model folder the service reads (docs/vlt.md §3).
 
     python -m export.export_onnx --checkpoint runs/tiny/checkpoint.pt --out models/vlt-refshapes
+    python -m export.export_onnx --checkpoint runs/tiny/checkpoint.pt --out /tmp/m --graphs all
 
-Writes model.onnx (whole network), image_encoder.onnx + head.onnx (the same network split at the
-backbone), model.json (the manifest), vocab.txt and golden.json with its image and tensors. The model
-is rebuilt from the config saved in the checkpoint, never from flags. After writing, every file is
-run in onnxruntime and compared with PyTorch on two batch sizes; the export fails loudly when
-max |delta| of the logits exceeds 1e-4 (or the split graphs do not compose to the whole).
+Writes image_encoder.onnx + head.onnx (the network split at the backbone: what the service loads),
+model.json (the manifest), vocab.txt and golden.json with its image and tensors; with
+``--graphs all`` also model.onnx (the whole network in one graph, for tools that want one file).
+The model is rebuilt from the config saved in the checkpoint, never from flags. After writing,
+every graph is run in onnxruntime and compared with PyTorch on two batch sizes (the split pair
+composed: encoder, then head); the export fails loudly when max |delta| of the logits exceeds 1e-4.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from PIL import Image
 from export.engine import load_checkpoint
 from export.preprocess import PAD_VALUE, THRESHOLD, binary_mask, letterbox_image, load_rgb
 from export.vlt import VLT, VLTConfig
+from export.model_session import ModelSession
 from export.vlt.onnx_model import FEATURE_NAMES, INPUT_NAMES, OUTPUT_NAMES, VLTHeadOnnx, VLTImageEncoderOnnx, VLTOnnxModel
 from export.vlt.tokenizer import Tokenizer
 
@@ -36,6 +39,8 @@ OPSET = 17
 PARITY_ATOL = 1e-4
 PARITY_RTOL = 1e-5
 FORMAT = "vlt-model/1"
+# which graphs an export writes: the split pair the service loads, or that and model.onnx
+GRAPH_SETS = ("split", "all")
 
 
 def sha256(path: Path) -> str:
@@ -50,21 +55,16 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: List[
     )
 
 
-def _session(path: Path):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 def check_parity(model: VLT, out: Path, *, batch_sizes: Sequence[int] = (1, 3), seed: int = 0) -> Dict[str, float]:
-    """Run the written graphs in onnxruntime against PyTorch; raise if they disagree."""
+    """Run every graph model.json lists in onnxruntime against PyTorch; raise if they disagree.
+    Report keys: ``{output}@b{B}`` for model.onnx, ``split_{output}@b{B}`` for the split pair."""
     cfg_s, vocab = model.mask_decoder.feature_size * 16, model.language_encoder.embedding.table.shape[0]
     manifest = json.loads((out / "model.json").read_text())
     length = manifest["max_words"]
     g = torch.Generator().manual_seed(seed)
-    full, enc, head = _session(out / "model.onnx"), _session(out / "image_encoder.onnx"), _session(out / "head.onnx")
+    runs = {"split_": ModelSession(out, manifest, layout="split")}
+    if "onnx" in manifest:
+        runs[""] = ModelSession(out, manifest, layout="model")
     report: Dict[str, float] = {}
     failed: List[str] = []
     for b in batch_sizes:
@@ -73,17 +73,14 @@ def check_parity(model: VLT, out: Path, *, batch_sizes: Sequence[int] = (1, 3), 
         tokens[:, length // 2 :] = 0  # padded tail, as real sentences have
         with torch.no_grad():
             ref = [t.numpy() for t in model(image, tokens)]
-        got = full.run(OUTPUT_NAMES, {"image": image.numpy(), "tokens": tokens.numpy()})
-        feats = enc.run(FEATURE_NAMES, {"image": image.numpy()})
-        split = head.run(OUTPUT_NAMES, {**dict(zip(FEATURE_NAMES, feats)), "tokens": tokens.numpy()})
-        for name, r, o, s in zip(OUTPUT_NAMES, ref, got, split):
-            assert o.shape == r.shape, f"{name}: onnx shape {o.shape} != torch {r.shape}"
-            report[f"{name}@b{b}"] = float(np.abs(o - r).max())
-            report[f"split_{name}@b{b}"] = float(np.abs(s - o).max())
-            if not np.allclose(o, r, rtol=PARITY_RTOL, atol=PARITY_ATOL):
-                failed.append(f"{name}@b{b}")
-            if not np.allclose(s, o, rtol=PARITY_RTOL, atol=PARITY_ATOL):
-                failed.append(f"split_{name}@b{b}")
+        for prefix, sess in runs.items():
+            got = sess.run(OUTPUT_NAMES, {"image": image.numpy(), "tokens": tokens.numpy()})
+            for name, r, o in zip(OUTPUT_NAMES, ref, got):
+                assert o.shape == r.shape, f"{prefix}{name}: onnx shape {o.shape} != torch {r.shape}"
+                key = f"{prefix}{name}@b{b}"
+                report[key] = float(np.abs(o - r).max())
+                if not np.allclose(o, r, rtol=PARITY_RTOL, atol=PARITY_ATOL):
+                    failed.append(key)
     if failed:
         raise AssertionError(f"ONNX parity failed (atol {PARITY_ATOL}, rtol {PARITY_RTOL}): "
                              f"{ {k: report[k] for k in failed} }")
@@ -136,7 +133,9 @@ def golden_scene(seed: int = 4) -> tuple:
 
 
 def run_export(*, checkpoint: Path, out: Path, name: str, version: str, ema: bool = True,
-               metrics: Optional[Dict[str, Any]] = None, training: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+               metrics: Optional[Dict[str, Any]] = None, training: Optional[Dict[str, Any]] = None,
+               graphs: str = "split") -> Dict[str, Any]:
+    assert graphs in GRAPH_SETS, f"graphs must be one of {GRAPH_SETS}, not {graphs!r}"
     model, ckpt = load_checkpoint(checkpoint, ema=ema)
     model = model.float().eval().to(memory_format=torch.contiguous_format)
     cfg = ckpt["config"]
@@ -149,7 +148,11 @@ def run_export(*, checkpoint: Path, out: Path, name: str, version: str, ema: boo
     tokens = torch.randint(2, len(tokenizer), (2, length))
     with torch.no_grad():
         feats = model.encode_image(image)
-    _export(VLTOnnxModel(model).eval(), (image, tokens), out / "model.onnx", INPUT_NAMES, OUTPUT_NAMES)
+    if graphs == "all":
+        _export(VLTOnnxModel(model).eval(), (image, tokens), out / "model.onnx", INPUT_NAMES, OUTPUT_NAMES)
+    elif (out / "model.onnx").exists():
+        (out / "model.onnx").unlink()  # a previous export's: model.json no longer lists it
+        print(f"removed {out / 'model.onnx'} (not written without --graphs all)")
     _export(VLTImageEncoderOnnx(model).eval(), (image,), out / "image_encoder.onnx", ["image"], FEATURE_NAMES)
     _export(VLTHeadOnnx(model).eval(), (*feats, tokens), out / "head.onnx", FEATURE_NAMES + ["tokens"], OUTPUT_NAMES)
     model.eval()  # the exporter restores each wrapper's training flag on the way out
@@ -166,8 +169,6 @@ def run_export(*, checkpoint: Path, out: Path, name: str, version: str, ema: boo
         "output": {"stride": VLTConfig.from_dict(cfg).output_stride, "mask_size": VLTConfig.from_dict(cfg).mask_size, "threshold": THRESHOLD},
         "max_words": length,
         "num_queries": cfg["num_queries"],
-        "onnx": {"file": "model.onnx", "sha256": sha256(out / "model.onnx"), "opset": OPSET,
-                 "inputs": INPUT_NAMES, "outputs": OUTPUT_NAMES},
         "split": {
             "image_encoder": {"file": "image_encoder.onnx", "sha256": sha256(out / "image_encoder.onnx"),
                               "inputs": ["image"], "outputs": FEATURE_NAMES},
@@ -182,14 +183,18 @@ def run_export(*, checkpoint: Path, out: Path, name: str, version: str, ema: boo
         "training": training if training is not None else previous.get("training", {"checkpoint_step": ckpt.get("step")}),
         "metrics": metrics if metrics is not None else previous.get("metrics", {}),
     }
+    if graphs == "all":
+        manifest["onnx"] = {"file": "model.onnx", "sha256": sha256(out / "model.onnx"), "opset": OPSET,
+                            "inputs": INPUT_NAMES, "outputs": OUTPUT_NAMES}
     (out / "model.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
     parity = check_parity(model, out)
     img, expression = golden_scene()
-    write_golden(out, session=_session(out / "model.onnx"), tokenizer=tokenizer, image_size=s,
+    write_golden(out, session=ModelSession(out, manifest), tokenizer=tokenizer, image_size=s,
                  expression=expression, image=img)
     worst = max(parity.values())
-    print(f"wrote {out} (model.onnx {(out / 'model.onnx').stat().st_size / 1e6:.1f} MB); "
+    files = [e["file"] for e in [manifest.get("onnx"), *manifest["split"].values()] if e is not None]
+    print(f"wrote {out} ({', '.join(f'{f} {(out / f).stat().st_size / 1e6:.1f} MB' for f in files)}); "
           f"ONNX parity max |delta| {worst:.2e} (within atol {PARITY_ATOL} + rtol {PARITY_RTOL} x |torch|)")
     return manifest
 
@@ -203,6 +208,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="export the EMA weights")
     p.add_argument("--metrics", type=Path, default=None, help="JSON file of evaluation metrics to record")
     p.add_argument("--training", type=Path, default=None, help="JSON file describing the training run")
+    p.add_argument("--graphs", choices=GRAPH_SETS, default="split",
+                   help="split: image_encoder.onnx + head.onnx, what the service loads (default); all: model.onnx too")
     return p
 
 
@@ -211,7 +218,7 @@ def main(args: argparse.Namespace) -> None:
     training = json.loads(args.training.read_text()) if args.training else None
     try:
         run_export(checkpoint=args.checkpoint, out=args.out, name=args.name, version=args.version, ema=args.ema,
-                   metrics=metrics, training=training)
+                   metrics=metrics, training=training, graphs=args.graphs)
     except AssertionError as e:
         print(f"EXPORT FAILED: {e}", file=sys.stderr)
         raise SystemExit(1)

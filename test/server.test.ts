@@ -51,14 +51,16 @@ t.test('EXPECTED FAILURE - an invalid variable stops the server, naming it', asy
   t.match(s.stderr.join(''), /configuration error: Invalid environment variable PORT="eighty"/)
 })
 
-if (!existsSync(path.join(MODEL_DIR, 'model.onnx'))) {
+if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
   t.pass('skipped: no model folder')
 } else {
-  t.test('EXPECTED FAILURE - a model.onnx that does not match model.json: exit 1', async (t) => {
+  t.test('EXPECTED FAILURE - a graph file that does not match model.json: exit 1', async (t) => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'vlt-model-'))
-    for (const f of ['model.onnx', 'vocab.txt']) symlinkSync(path.join(MODEL_DIR, f), path.join(dir, f))
     const m = JSON.parse(readFileSync(path.join(MODEL_DIR, 'model.json'), 'utf8'))
-    m.onnx.sha256 = '0'.repeat(64)
+    // the first graph the folder lists: model.onnx, or image_encoder.onnx in a split-only folder
+    const graph = m.onnx ?? m.split.image_encoder
+    for (const f of [graph.file, 'vocab.txt']) symlinkSync(path.join(MODEL_DIR, f), path.join(dir, f))
+    graph.sha256 = '0'.repeat(64)
     writeFileSync(path.join(dir, 'model.json'), JSON.stringify(m))
     const s = start({ MODEL_PATH: dir })
     t.equal(await s.exited, 1)

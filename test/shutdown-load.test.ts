@@ -21,7 +21,7 @@ const DELAY_MS = 1500
 const GRACE_MS = 20_000
 const CLIENTS = 4
 
-if (!existsSync(path.join(MODEL_DIR, 'model.onnx'))) {
+if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
   t.pass('skipped: no model folder')
 } else {
   if (!existsSync(SERVER)) {

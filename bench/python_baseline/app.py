@@ -1,6 +1,7 @@
 """The baseline a user would otherwise write: FastAPI + uvicorn + onnxruntime + Pillow around the
 same model folder, with the export's own preprocessing (export/preprocess.py: letterbox_image, and
-mask_probabilities > threshold, which is binary_mask, kept once for the score too) and tokenizer. One process, one InferenceSession, a plain synchronous endpoint
+mask_probabilities > threshold, which is binary_mask, kept once for the score too) and tokenizer. One process, one network (export/model_session.py: model.onnx, or
+image_encoder.onnx then head.onnx when the folder ships only those), a plain synchronous endpoint
 (FastAPI runs it in its thread pool; ONNX Runtime releases the GIL while it runs).
 
     MODEL_PATH=models/vlt-refshapes python -m uvicorn bench.python_baseline.app:app --port 8081
@@ -19,10 +20,10 @@ from pathlib import Path
 from typing import List
 
 import numpy as np
-import onnxruntime as ort
 from fastapi import FastAPI, File, Form, UploadFile
 from PIL import Image
 
+from export.model_session import ModelSession
 from export.preprocess import letterbox_image, load_rgb, mask_probabilities
 from export.vlt.tokenizer import Tokenizer
 
@@ -31,7 +32,8 @@ manifest = json.loads((MODEL_DIR / "model.json").read_text())
 SIZE = manifest["input"]["size"]
 THRESHOLD = manifest["output"]["threshold"]
 tokenizer = Tokenizer.from_file(MODEL_DIR / manifest["vocab"]["file"], manifest["max_words"])
-session = ort.InferenceSession(str(MODEL_DIR / manifest["onnx"]["file"]), providers=["CPUExecutionProvider"])
+# the whole network in one graph when the folder has it (what a user would load first), else the pair
+session = ModelSession(MODEL_DIR, manifest, layout="model" if "onnx" in manifest else "split")
 
 app = FastAPI()
 

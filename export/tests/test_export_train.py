@@ -15,7 +15,7 @@ from export.vlt.tokenizer import PAD, UNK
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 
 
-def export_micro(tmp, **config):
+def export_micro(tmp, graphs="split", **config):
     """Export a random micro model (checkpoint -> model folder, parity-checked by the export)."""
     from export.data.refshapes import WORDS
     from export.export_onnx import run_export
@@ -28,13 +28,48 @@ def export_micro(tmp, **config):
     save_checkpoint(tmp / "ckpt.pt", model=model.state_dict(), model_ema=None, config=cfg.to_dict(), vocab=vocab,
                     vocab_info={"source": "random (test)"}, step=0, args={"preset": "micro"})
     out = tmp / "model"
-    manifest = run_export(checkpoint=tmp / "ckpt.pt", out=out, name="test-model", version="0.0.0")
+    manifest = run_export(checkpoint=tmp / "ckpt.pt", out=out, name="test-model", version="0.0.0", graphs=graphs)
     return out, manifest, model
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    return export_micro(tmp_path_factory.mktemp("export"))
+    """--graphs all: model.onnx and the split pair."""
+    return export_micro(tmp_path_factory.mktemp("export"), graphs="all")
+
+
+@pytest.fixture(scope="module")
+def exported_split(tmp_path_factory):
+    """The default: only the split pair the service loads."""
+    return export_micro(tmp_path_factory.mktemp("export-split"))
+
+
+def test_split_only_export_lists_and_writes_no_model_onnx(exported_split):
+    out, manifest, model = exported_split
+    from export.export_onnx import check_parity, sha256
+    from export.model_session import ModelSession
+
+    assert not (out / "model.onnx").exists()
+    m = json.loads((out / "model.json").read_text())
+    assert "onnx" not in m
+    for entry in m["split"].values():
+        assert entry["sha256"] == sha256(out / entry["file"])
+    report = check_parity(model.eval(), out, batch_sizes=(2,), seed=3)
+    assert set(report) == {f"split_{n}@b2" for n in ("mask_logits", "query_confidence", "word_attention")}
+    golden = json.loads((out / "golden.json").read_text())
+    x = np.fromfile(out / golden["input"]["file"], dtype="<f4").reshape(golden["input"]["shape"])
+    logits, *_ = ModelSession(out).run(None, {"image": x, "tokens": np.asarray([golden["tokens"]], dtype=np.int64)})
+    ref = np.fromfile(out / golden["outputs"]["mask_logits"]["file"], dtype="<f4").reshape(logits.shape)
+    assert np.abs(logits - ref).max() < 1e-4
+    with pytest.raises(ValueError, match="lists no model.onnx"):
+        ModelSession(out, layout="model")
+
+
+def test_split_only_reexport_removes_a_previous_model_onnx(tmp_path):
+    out, _, _ = export_micro(tmp_path, graphs="all")
+    assert (out / "model.onnx").exists()
+    out, manifest, _ = export_micro(tmp_path)
+    assert not (out / "model.onnx").exists() and "onnx" not in manifest
 
 
 def test_export_writes_the_contract(exported):
@@ -61,6 +96,7 @@ def test_onnxruntime_matches_pytorch_on_two_batch_sizes(exported):
 
     report = check_parity(model.eval(), out, batch_sizes=(1, 4), seed=1)
     assert max(report.values()) <= 1e-4, report
+    assert "mask_logits@b4" in report and "split_mask_logits@b4" in report, "both layouts checked"
 
 
 def test_golden_case_reproduces(exported):

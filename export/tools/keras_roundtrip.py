@@ -133,7 +133,8 @@ def run_roundtrip(*, width: str, out: Path, batch_sizes: Sequence[int] = (1, 3),
                   seed: int = 0, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Build, save, convert, export and compare; returns {'rows': [...], 'worst': {component: max}}."""
     from export.convert_keras import run_convert
-    from export.export_onnx import _session, run_export
+    from export.export_onnx import run_export
+    from export.model_session import open_session
     from export.tools.keras_vlt import K, build_keras_vlt, randomize_weights
 
     out.mkdir(parents=True, exist_ok=True)
@@ -172,9 +173,9 @@ def run_roundtrip(*, width: str, out: Path, batch_sizes: Sequence[int] = (1, 3),
             raise AssertionError(f"Keras has {built.model.count_params()} parameters, the converted model {params}")
         stamp(f"converted: {report['keras_tensors_mapped']}/{report['keras_tensors']} tensors, {params} parameters")
         run_export(checkpoint=folder / "checkpoint.pt", out=folder / "model", name=f"keras-roundtrip-{width}",
-                   version="0.0.0", ema=False)
+                   version="0.0.0", ema=False, graphs="all")
         stamp("exported to ONNX")
-        full, encoder = _session(folder / "model" / "model.onnx"), _session(folder / "model" / "image_encoder.onnx")
+        full, encoder = open_session(folder / "model" / "model.onnx"), open_session(folder / "model" / "image_encoder.onnx")
         table = model.language_encoder.embedding.table.numpy()
         s = model.mask_decoder.feature_size * 16
         for b in batch_sizes:

@@ -50,10 +50,10 @@ def summarise(rows: List[Dict[str, float]]) -> Dict[str, float]:
 
 
 def query_stats(model_dir: Path, data: Path, *, limit: Optional[int] = None, batch_size: int = 16) -> Dict[str, float]:
-    import onnxruntime as ort
+    from export.model_session import ModelSession
 
-    manifest = json.loads((model_dir / "model.json").read_text())
-    sess = ort.InferenceSession(str(model_dir / manifest["onnx"]["file"]), providers=["CPUExecutionProvider"])
+    sess = ModelSession(model_dir)
+    manifest = sess.manifest
     tokenizer = Tokenizer.from_file(model_dir / manifest["vocab"]["file"], manifest["max_words"])
     size, pad = manifest["input"]["size"], manifest["vocab"]["pad_id"]
     rows = read_set(data, limit)

@@ -6,7 +6,11 @@
 # 2) export to ONNX (parity-checked); 3) evaluate on ../shared/refshapes/val and on a fresh set of
 # our own generator (seed 2) and on its hard variant (8-10 objects, seed 3), the queries' spread on val
 # (tools/query_stats) and the page's example phrases (tools/score_examples); 4) record them in
-# model.json; 5) print the learning curve.
+# model.json; 5) print the learning curve; 6) make the INT8 variant of the graphs that ship
+# (export/quantize.py) into <out>-int8 (INT8_OUT overrides), scored on val against the float model,
+# the paired difference recorded in its model.json (`quantization.accuracy`).
+# The export writes only the split graphs the service loads; model.onnx, the whole network in one
+# graph, comes from `python -m export.export_onnx --checkpoint <run>/checkpoint.pt --out DIR --graphs all`.
 set -euo pipefail
 run=${1:-runs/tiny}; out=${2:-models/vlt-refshapes}; version=${3:-1.0.0}
 val=${VAL:-../shared/refshapes/val}
@@ -53,3 +57,6 @@ $py -m export.tools.record_metrics "$out" --metrics "val=$run/val.json" --metric
   --metrics "queries_val=$run/queries-val.json" --metrics "page_examples=$run/page-examples.json" \
   --training "$run/training.json"
 $py -m export.tools.learning_curve "$run/log.jsonl"
+int8=${INT8_OUT:-${out}-int8}
+rm -rf "$int8"  # a previous release's variant: every file is made again from the new graphs
+$py -m export.quantize --model "$out" --out "$int8" --data "$val" --data-name val

@@ -38,8 +38,8 @@ export interface GraphShape {
 
 /** The graph files a worker loads. */
 export interface GraphFiles {
-  /** Absolute path of model.onnx. */
-  modelFile: string
+  /** Absolute path of model.onnx; absent when the folder ships only the split graphs. */
+  modelFile?: string
   /** The same network split at the backbone; when set the worker loads these instead of model.onnx. */
   split?: SplitFiles
 }

@@ -135,17 +135,22 @@ export async function inferBatch (backend: Backend, jobs: RunJob[], init: Pick<G
   const perJob: Float32Array[][] = jobs.map((job, j) => job.features !== undefined ? cachedMaps(job.features) : imageMaps(encoded!, slotOf[j]))
 
   const rows = jobs.reduce((n, j) => n + j.tokens.length, 0)
-  const maps = shapes.map((shape) => new Float32Array(rows * sizeOf(shape)))
+  // One row per job, each its own freshly encoded image, in order (the usual batch of new
+  // images): the encoder's outputs are already the head's inputs, row for row; no copy.
+  const asEncoded = encoded !== undefined && toEncode.length === rows && jobs.every((job, j) => job.tokens.length === 1 && slotOf[j] === j)
+  const maps = asEncoded ? encoded!.maps : shapes.map((shape) => new Float32Array(rows * sizeOf(shape)))
   let b = 0
-  jobs.forEach((job, j) => {
-    for (let k = 0; k < job.tokens.length; k++) {
-      perJob[j].forEach((m, f) => {
-        if (m.length !== sizeOf(shapes[f])) throw new Error(`cached features have shape ${JSON.stringify(job.features?.shapes)}, the encoder gives ${JSON.stringify(shapes)}`)
-        maps[f].set(m, b * m.length)
-      })
-      b++
-    }
-  })
+  if (!asEncoded) {
+    jobs.forEach((job, j) => {
+      for (let k = 0; k < job.tokens.length; k++) {
+        perJob[j].forEach((m, f) => {
+          if (m.length !== sizeOf(shapes[f])) throw new Error(`cached features have shape ${JSON.stringify(job.features?.shapes)}, the encoder gives ${JSON.stringify(shapes)}`)
+          maps[f].set(m, b * m.length)
+        })
+        b++
+      }
+    })
+  }
   // Jobs of no rows only want the features (a K-row request spread over several workers).
   const out = rows > 0
     ? await backend.head({ maps, shapes, batch: rows }, buildTokens(jobs, init.maxWords))

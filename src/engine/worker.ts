@@ -37,7 +37,8 @@ const createOrtBackend: BackendFactory = async (init: WorkerInit, log) => {
     ...(session.intraOpSpinning ? {} : { extra: { session: { intra_op: { allow_spinning: '0' } } } }),
   })
   const gpu = session.executionProviders.filter((p) => p !== 'cpu')
-  const files = init.split !== undefined ? [init.split.encoderFile, init.split.headFile] : [init.modelFile]
+  if (init.split === undefined && init.modelFile === undefined) throw new Error('the model has neither model.onnx nor split graphs')
+  const files = init.split !== undefined ? [init.split.encoderFile, init.split.headFile] : [init.modelFile as string]
   const open = async (providers: string[]): Promise<ort.InferenceSession[]> => {
     const sessions: ort.InferenceSession[] = []
     for (const f of files) sessions.push(await ort.InferenceSession.create(f, options(providers)))
@@ -68,7 +69,7 @@ const createOrtBackend: BackendFactory = async (init: WorkerInit, log) => {
 
   if (init.split === undefined) {
     const s = sessions[0]
-    expect(s, init.modelFile, GRAPH_INPUTS, GRAPH_OUTPUTS)
+    expect(s, files[0], GRAPH_INPUTS, GRAPH_OUTPUTS)
     return {
       provider,
       async run (feeds) {

@@ -2,10 +2,12 @@
  * The model folder contract (docs/vlt.md §3): `model.json` read and checked once at start-up.
  * Every preprocessing and post-processing constant the service uses comes from here.
  *
- * Checks that refuse start-up: missing files, a graph file (model.onnx, or image_encoder.onnx /
- * head.onnx of `split`) whose sha256 differs from model.json, and input/output names other than
- * the ones the engine feeds and reads (src/engine/protocol.ts). The sessions' own `inputNames` /
- * `outputNames` are checked against these in each engine worker.
+ * Two layouts: `onnx` (model.onnx, the whole network) and `split` (image_encoder.onnx + head.onnx,
+ * the same network cut at the backbone), either or both; a folder may ship only `split`, the graphs
+ * the service loads. Checks that refuse start-up: neither listed, missing files, a listed graph
+ * file whose sha256 differs from model.json, and input/output names other than the ones the engine
+ * feeds and reads (src/engine/protocol.ts). The sessions' own `inputNames` / `outputNames` are
+ * checked against these in each engine worker.
  */
 import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
@@ -50,7 +52,8 @@ export interface Manifest {
   maxWords: number
   /** Nq */
   numQueries: number
-  onnx: OnnxFile
+  /** model.json `onnx` (model.onnx); absent in a folder that ships only the split graphs. */
+  onnx?: OnnxFile
   split?: { image_encoder: OnnxFile, head: OnnxFile }
   vocab: { file: string, padId: number, unkId: number, size?: number }
   golden?: string
@@ -102,9 +105,21 @@ export function parseManifest (raw: Record<string, any>, dir: string): Manifest 
   const maxWords = positiveInt(raw.max_words ?? raw.tokenizer?.max_words, 'max_words')
   const numQueries = positiveInt(raw.num_queries ?? raw.config?.num_queries, 'num_queries')
 
-  const onnx = parseOnnxFile(need(raw.onnx, 'onnx'), 'onnx')
-  for (const n of GRAPH_INPUTS) if (!onnx.inputs.includes(n)) throw new ManifestError(`model.json: onnx.inputs lacks ${JSON.stringify(n)} (has ${onnx.inputs.join(', ')})`)
-  for (const n of GRAPH_OUTPUTS) if (!onnx.outputs.includes(n)) throw new ManifestError(`model.json: onnx.outputs lacks ${JSON.stringify(n)} (has ${onnx.outputs.join(', ')})`)
+  const hasSplit = raw.split?.image_encoder !== undefined || raw.split?.head !== undefined
+  if (raw.onnx === undefined && !hasSplit) throw new ManifestError('model.json: missing onnx (model.onnx) and split (image_encoder.onnx + head.onnx); one of them is needed')
+  const onnx = raw.onnx !== undefined ? parseOnnxFile(raw.onnx, 'onnx') : undefined
+  if (onnx !== undefined) {
+    expectNames(onnx.inputs, GRAPH_INPUTS, 'onnx.inputs')
+    expectNames(onnx.outputs, GRAPH_OUTPUTS, 'onnx.outputs')
+  }
+  let split: Manifest['split']
+  if (hasSplit) {
+    split = { image_encoder: parseOnnxFile(need(raw.split.image_encoder, 'split.image_encoder'), 'split.image_encoder'), head: parseOnnxFile(need(raw.split.head, 'split.head'), 'split.head') }
+    expectNames(split.image_encoder.inputs, ['image'], 'split.image_encoder.inputs')
+    if (split.image_encoder.outputs.length === 0) throw new ManifestError('model.json: split.image_encoder.outputs is empty')
+    expectNames(split.head.inputs, [...split.image_encoder.outputs, 'tokens'], 'split.head.inputs')
+    expectNames(split.head.outputs, GRAPH_OUTPUTS, 'split.head.outputs')
+  }
 
   const vocab = raw.vocab ?? {}
   const tok = raw.tokenizer
@@ -134,9 +149,7 @@ export function parseManifest (raw: Record<string, any>, dir: string): Manifest 
     maxWords,
     numQueries,
     onnx,
-    split: raw.split?.image_encoder !== undefined && raw.split?.head !== undefined
-      ? { image_encoder: parseOnnxFile(raw.split.image_encoder, 'split.image_encoder'), head: parseOnnxFile(raw.split.head, 'split.head') }
-      : undefined,
+    split,
     vocab: {
       file: String(vocab.file ?? 'vocab.txt'),
       padId: Number(vocab.pad_id ?? PAD_ID),
@@ -146,6 +159,10 @@ export function parseManifest (raw: Record<string, any>, dir: string): Manifest 
     golden: typeof raw.golden === 'string' ? raw.golden : (raw.golden?.file as string | undefined),
     raw,
   }
+}
+
+function expectNames (have: string[], want: readonly string[], where: string): void {
+  for (const n of want) if (!have.includes(n)) throw new ManifestError(`model.json: ${where} lacks ${JSON.stringify(n)} (has ${have.join(', ')})`)
 }
 
 function parseOnnxFile (o: any, where: string): OnnxFile {
@@ -189,8 +206,8 @@ export async function loadModelFolder (folder: string): Promise<ModelFolder> {
     throw new ManifestError(`model.json is not valid JSON: ${(err as Error).message}`)
   }
   const manifest = parseManifest(raw, dir)
-  const modelFile = path.join(dir, manifest.onnx.file)
-  await verifyFile(modelFile, manifest.onnx.sha256)
+  const modelFile = manifest.onnx !== undefined ? path.join(dir, manifest.onnx.file) : undefined
+  if (modelFile !== undefined) await verifyFile(modelFile, manifest.onnx!.sha256)
 
   let vocabText: string
   try {
@@ -224,7 +241,8 @@ export function engineModel (manifest: Manifest, files: GraphFiles, golden?: Gol
 
 /** What the backbone features of an image depend on besides its bytes: preprocessing and encoder. */
 export function featureSalt (manifest: Manifest): string {
-  return JSON.stringify({ input: manifest.input, encoder: manifest.split?.image_encoder.sha256 ?? manifest.onnx.sha256 })
+  // parseManifest guarantees one of the two
+  return JSON.stringify({ input: manifest.input, encoder: manifest.split?.image_encoder.sha256 ?? manifest.onnx!.sha256 })
 }
 
 export async function verifyFile (file: string, sha256: string): Promise<void> {

@@ -30,7 +30,7 @@ import type { Mask, MaskEncoding } from '../image/mask-formats.js'
 import { maskCost } from '../image/png.js'
 import { isThreshold } from '../image/postprocess.js'
 import { decodeCost, type ImageHeader, loadLetterboxed, readHeader } from '../image/preprocess.js'
-import { featureSalt, loadModelFolder, type Manifest } from './manifest.js'
+import { featureSalt, loadModelFolder, type Manifest, ManifestError } from './manifest.js'
 import { createTokenizer, type Token, type Tokenized } from './tokenizer.js'
 
 export interface SegmentRequest {
@@ -299,7 +299,7 @@ export type SegmenterSettings = ConfigSection<'segmenter'> & EngineSettings
 export interface FolderOptions extends SegmenterSettings {
   /** The model folder. */
   modelPath: string
-  /** Use model.json `split` when present (default true); false: always model.onnx. */
+  /** Use model.json `split` when present (default true); false: always model.onnx (a folder without it then refuses to start). */
   splitGraphs?: boolean
   hooks?: EngineHooks
   logger: EngineLogger
@@ -315,9 +315,10 @@ export type SegmenterFactory = (hooks: EngineHooks, budget?: Budget) => Segmente
 export async function createSegmenterFromFolder (opts: FolderOptions): Promise<Segmenter> {
   const { manifest, vocab, graphs } = await loadModelFolder(opts.modelPath)
   const split = opts.splitGraphs === false ? undefined : graphs.split
+  if (split === undefined && graphs.modelFile === undefined) throw new ManifestError(`${manifest.dir} ships only the split graphs (no model.onnx in model.json), and they were turned off`)
   // Without the split graphs there are no features to cache.
   const cache = createFeatureCache(split !== undefined ? Math.round(opts.featureCacheMb * 1024 * 1024) : 0, featureSalt(manifest))
-  const files = split !== undefined ? [split.encoderFile, split.headFile] : [graphs.modelFile]
+  const files = split !== undefined ? [split.encoderFile, split.headFile] : [graphs.modelFile as string]
   const weightsBytes = (await Promise.all(files.map(async (f) => (await stat(f)).size))).reduce((a, b) => a + b, 0)
   const engine = createEngine({ model: { ...graphs, split }, settings: opts, hooks: opts.hooks, logger: opts.logger, workerUrl: opts.workerUrl })
   return createSegmenter({ manifest, vocab, engine, maxImagePixels: opts.maxImagePixels, cache, budget: opts.budget, weightsBytes })

@@ -46,7 +46,7 @@ t.test('usage errors need no model', async (t) => {
   t.match(help.stdout, /Exit codes:/)
 })
 
-if (!existsSync(path.join(MODEL_DIR, 'model.onnx'))) {
+if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
   t.comment(`no model folder at ${MODEL_DIR}`)
   t.pass('skipped: no model folder')
 } else {

@@ -21,7 +21,7 @@ const root = path.resolve(new URL('../..', import.meta.url).pathname)
 const MODEL_DIR = path.join(root, 'models/vlt-refshapes')
 const VAL_DIR = path.resolve(root, '../shared/refshapes/val')
 
-if (!existsSync(path.join(MODEL_DIR, 'model.onnx')) || !existsSync(path.join(VAL_DIR, 'annotations.jsonl'))) {
+if (!existsSync(path.join(MODEL_DIR, 'model.json')) || !existsSync(path.join(VAL_DIR, 'annotations.jsonl'))) {
   t.comment(`needs ${MODEL_DIR} and ${VAL_DIR}`)
   t.pass('skipped: no model folder or validation set')
 } else {

@@ -34,7 +34,7 @@ const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '
 if (!existsSync(CHROMIUM)) {
   t.comment(`${CHROMIUM} is missing; install it with: apt-get update && apt-get install -y chromium`)
   t.pass(`skipped: no ${CHROMIUM}`)
-} else if (!existsSync(path.join(MODEL_DIR, 'model.onnx'))) {
+} else if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
   t.comment(`no model folder at ${MODEL_DIR}`)
   t.pass('skipped: no model folder')
 } else {

@@ -82,6 +82,28 @@ t.test('a job of no rows only encodes; a batch of cached features only runs the 
   t.ok(Math.abs(again.out.mask_logits[1] - (0.4 * 10 + 2 + 0.4)) < 1e-5)
 })
 
+t.test('one row per new image: the head reads the encoder\'s own outputs (no copy); mixed batches still copy', async (t) => {
+  const be = fakeSplit()
+  let seen: Float32Array[] = []
+  const encode = be.encode!
+  const head = be.head!
+  let made: Float32Array[] = []
+  be.encode = async (image, batch) => { const f = await encode(image, batch); made = f.maps; return f }
+  be.head = async (f, tokens) => { seen = f.maps; return await head(f, tokens) }
+  const jobs = [job(1, { image: image(0.1), key: 'a', wantFeatures: true }, [1]), job(2, { image: image(0.2) }, [2]), job(3, { image: image(0.3), key: 'c' }, [3])]
+  const { out, features } = await inferBatch(be, jobs, init)
+  t.ok(seen.length === 2 && seen.every((m, i) => m === made[i]), 'the same arrays the encoder returned')
+  const want = [0.1 * 10 + 1 + 0.1, 0.2 * 10 + 2 + 0.2, 0.3 * 10 + 3 + 0.3]
+  Array.from(out.mask_logits).forEach((v, i) => t.ok(Math.abs(v - want[i]) < 1e-5, `row ${i}: ${v} ≈ ${want[i]}`))
+  t.ok(Math.abs(features.get(0)!.data[0] - 0.1) < 1e-6, 'shared features still those of job 1')
+
+  // the same image twice (one encoder row for two jobs): rows are built, not the encoder's arrays
+  const dup = await inferBatch(be, [job(4, { image: image(0.5), key: 'd' }, [1]), job(5, { image: image(0.5), key: 'd' }, [2])], init)
+  t.ok(seen.every((m, i) => m !== made[i]), 'copied into rows')
+  t.equal(seen[0].length, 2)
+  t.ok(Math.abs(dup.out.mask_logits[1] - (0.5 * 10 + 2 + 0.5)) < 1e-5)
+})
+
 t.test('a whole backend gets every row with its own copy of the image', async (t) => {
   let seen = 0
   const be: Backend = {

@@ -31,7 +31,7 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
   }
 
   t.test('golden case', async (t) => {
-    const { manifest, vocab, graphs: { modelFile } } = await loadModelFolder(MODEL_DIR)
+    const { manifest, vocab, graphs } = await loadModelFolder(MODEL_DIR)
     const golden = (await loadGolden(manifest))!
     t.ok(golden, 'model.json names a golden case')
     const g = golden.case
@@ -51,13 +51,17 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
     const lb = (g as unknown as { letterbox?: { nw: number, nh: number, dx: number, dy: number } }).letterbox
     if (lb !== undefined) t.match(geometry, { nw: lb.nw, nh: lb.nh, dx: lb.dx, dy: lb.dy }, 'letterbox geometry equals Python\'s')
 
-    const session = await ort.InferenceSession.create(modelFile, { executionProviders: ['cpu'], intraOpNumThreads: 1 })
-    t.teardown(() => session.release())
+    // What the service runs: the split graphs when the folder lists them, else model.onnx.
+    const open = async (f: string) => await ort.InferenceSession.create(f, { executionProviders: ['cpu'], intraOpNumThreads: 1 })
+    const sessions = graphs.split !== undefined ? [await open(graphs.split.encoderFile), await open(graphs.split.headFile)] : [await open(graphs.modelFile!)]
+    t.teardown(async () => { for (const s of sessions) await s.release() })
     const run = async (image: Float32Array): Promise<Record<string, Float32Array>> => {
-      const out = await session.run({
+      const feeds: Record<string, ort.Tensor> = {
         image: new ort.Tensor('float32', image, [1, 3, S, S]),
         tokens: new ort.Tensor('int64', BigInt64Array.from(g.tokens.map(BigInt)), [1, manifest.maxWords]),
-      })
+      }
+      let out = sessions.length === 1 ? await sessions[0].run(feeds) : await sessions[0].run({ image: feeds.image })
+      if (sessions.length === 2) out = await sessions[1].run({ ...out, tokens: feeds.tokens })
       return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, v.data as Float32Array]))
     }
 

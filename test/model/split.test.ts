@@ -2,10 +2,12 @@
  * The split graphs on the real model folder (skipped when models/vlt-refshapes is absent):
  * image_encoder ∘ head equals model.onnx, K expressions on one image (one backbone pass) equal K
  * separate requests on model.onnx, a repeated image is a feature-cache hit, and the cache stays
- * within its size.
+ * within its size. A folder that ships only the split graphs (model.json without `onnx`) serves
+ * the same answers; the comparisons with model.onnx are skipped when the folder has none.
  */
 import t, { type Test } from 'tap'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import * as ort from 'onnxruntime-node'
 import sharp from 'sharp'
@@ -26,6 +28,8 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
   t.comment(`no model folder at ${MODEL_DIR}`)
   t.pass('skipped: no model folder')
 } else {
+  const modelJson = JSON.parse(readFileSync(path.join(MODEL_DIR, 'model.json'), 'utf8'))
+  const noWhole = modelJson.onnx === undefined ? 'the model folder ships no model.onnx' : false
   const golden = JSON.parse(readFileSync(path.join(MODEL_DIR, 'golden.json'), 'utf8'))
   const goldenImage = readFileSync(path.join(MODEL_DIR, golden.image))
   const maxDiff = (a: Float32Array, b: Float32Array): number => {
@@ -33,10 +37,10 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
     for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]))
     return m
   }
-  const segmenter = async (t: Test, opts: { splitGraphs?: boolean, featureCacheMb?: number, workers?: number, hooks?: EngineHooks } = {}): Promise<Segmenter> => {
+  const segmenter = async (t: Test, opts: { splitGraphs?: boolean, featureCacheMb?: number, workers?: number, hooks?: EngineHooks, dir?: string } = {}): Promise<Segmenter> => {
     const s = await createSegmenterFromFolder({
       ...testConfig({ workers: opts.workers ?? 1, maxBatch: 8, queueSize: 16, maxImagePixels: 1e8, featureCacheMb: opts.featureCacheMb ?? 64 }),
-      modelPath: MODEL_DIR,
+      modelPath: opts.dir ?? MODEL_DIR,
       splitGraphs: opts.splitGraphs,
       hooks: opts.hooks,
       logger: silentLogger,
@@ -47,11 +51,11 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
   }
   const req = (expressions: string[], image = goldenImage) => ({ image, expressions, deadline: Date.now() + 60_000 })
 
-  t.test('image_encoder ∘ head equals model.onnx within 1e-4 (batch 3, features repeated along the batch)', async (t) => {
+  t.test('image_encoder ∘ head equals model.onnx within 1e-4 (batch 3, features repeated along the batch)', { skip: noWhole }, async (t) => {
     const { manifest } = await loadModelFolder(MODEL_DIR)
     t.ok(manifest.split, 'model.json lists the split graphs')
     const open = (f: string) => ort.InferenceSession.create(path.join(MODEL_DIR, f), { intraOpNumThreads: 1 })
-    const [whole, enc, head] = await Promise.all([open(manifest.onnx.file), open(manifest.split!.image_encoder.file), open(manifest.split!.head.file)])
+    const [whole, enc, head] = await Promise.all([open(manifest.onnx!.file), open(manifest.split!.image_encoder.file), open(manifest.split!.head.file)])
     const S = manifest.input.size
     const L = manifest.maxWords
     const B = 3
@@ -80,7 +84,7 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
     for (const n of OUT) t.ok(maxDiff(wholeRep[n].data as Float32Array, repOut[n].data as Float32Array) <= 1e-4, `repeated features, ${n} ≤ 1e-4`)
   })
 
-  t.test('K expressions in one request: one backbone pass, the same answers as K separate requests on model.onnx', async (t) => {
+  t.test('K expressions in one request: one backbone pass, the same answers as K separate requests on model.onnx', { skip: noWhole }, async (t) => {
     const encodes: number[] = []
     const batches: number[] = []
     const split = await segmenter(t, { hooks: { onEncode: (n) => encodes.push(n), onBatch: (n) => batches.push(n) } })
@@ -169,5 +173,27 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
     t.equal((await off.segment(req(['square']))).featureCache, 'off')
     t.equal((await off.segment(req(['square']))).featureCache, 'off')
     t.strictSame(off.cacheStats(), { hits: 0, misses: 0, evictions: 0, entries: 0, bytes: 0, capacityBytes: 0 })
+  })
+
+  t.test('a folder with only the split graphs (model.json without onnx): same answers; no model.onnx to fall back to', async (t) => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'vlt-split-only-'))
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+    const files = [modelJson.split.image_encoder.file, modelJson.split.head.file, modelJson.vocab.file, 'golden.json', golden.image, golden.input.file, golden.outputs.mask_logits.file, golden.mask.file]
+    for (const f of new Set(files)) symlinkSync(path.join(MODEL_DIR, f), path.join(dir, f))
+    const { onnx: _whole, ...splitOnly } = modelJson
+    writeFileSync(path.join(dir, 'model.json'), JSON.stringify(splitOnly))
+    const { manifest, graphs } = await loadModelFolder(dir)
+    t.equal(manifest.onnx, undefined)
+    t.equal(graphs.modelFile, undefined)
+    t.ok(graphs.split, 'the split graphs are verified and loaded')
+
+    const exprs = [golden.expression, 'the big red circle']
+    const want = await (await segmenter(t, { featureCacheMb: 0 })).segment(req(exprs))
+    const got = await (await segmenter(t, { dir, featureCacheMb: 0 })).segment(req(exprs))
+    for (let k = 0; k < exprs.length; k++) {
+      t.strictSame(got.results[k].mask, want.results[k].mask, `expression ${k}: same mask`)
+      t.equal(got.results[k].score, want.results[k].score, `expression ${k}: same score`)
+    }
+    await t.rejects(segmenter(t, { dir, splitGraphs: false }), { name: 'ManifestError', message: /ships only the split graphs/ })
   })
 }

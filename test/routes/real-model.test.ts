@@ -17,7 +17,7 @@ import { checkResponse } from '../openapi-validator.js'
 
 const MODEL_DIR = path.resolve(new URL('../../models/vlt-refshapes', import.meta.url).pathname)
 
-if (!existsSync(path.join(MODEL_DIR, 'model.onnx'))) {
+if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
   t.comment(`no model folder at ${MODEL_DIR}`)
   t.pass('skipped: no model folder')
 } else {
@@ -29,7 +29,7 @@ if (!existsSync(path.join(MODEL_DIR, 'model.onnx'))) {
   const editedFolder = (edit: (m: any) => void): string => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'vlt-model-'))
     const split = Object.values(modelJson.split ?? {}).map((g: any) => g.file as string)
-    for (const f of ['model.onnx', ...split, 'vocab.txt', 'golden.json', golden.image, golden.input.file, golden.outputs.mask_logits.file, golden.mask.file]) {
+    for (const f of [...(modelJson.onnx !== undefined ? [modelJson.onnx.file] : []), ...split, 'vocab.txt', 'golden.json', golden.image, golden.input.file, golden.outputs.mask_logits.file, golden.mask.file]) {
       symlinkSync(path.join(MODEL_DIR, f), path.join(dir, f))
     }
     const m = structuredClone(modelJson)
@@ -129,16 +129,22 @@ if (!existsSync(path.join(MODEL_DIR, 'model.onnx'))) {
     })
   })
 
-  t.test('EXPECTED FAILURE - model.onnx sha256 mismatch refuses to start', async (t) => {
-    const dir = editedFolder((m) => { m.onnx.sha256 = 'f'.repeat(64) })
+  t.test('EXPECTED FAILURE - a graph file\'s sha256 mismatch refuses to start', async (t) => {
+    const dir = editedFolder((m) => { (m.onnx ?? m.split.head).sha256 = 'f'.repeat(64) })
     await t.rejects(loadModelFolder(dir), { name: 'ManifestError', message: /sha256 .* does not match model.json/ })
     const app = buildApp(testConfig({ modelPath: dir }))
     await t.rejects(async () => { await app.ready() }, ManifestError)
   })
 
   t.test('EXPECTED FAILURE - input/output names other than the contract refuse to start', async (t) => {
-    await t.rejects(loadModelFolder(editedFolder((m) => { m.onnx.inputs = ['pixels', 'tokens'] })), /onnx.inputs lacks "image"/)
-    await t.rejects(loadModelFolder(editedFolder((m) => { m.onnx.outputs = ['mask_logits'] })), /onnx.outputs lacks "query_confidence"/)
+    if (modelJson.onnx !== undefined) {
+      await t.rejects(loadModelFolder(editedFolder((m) => { m.onnx.inputs = ['pixels', 'tokens'] })), /onnx.inputs lacks "image"/)
+      await t.rejects(loadModelFolder(editedFolder((m) => { m.onnx.outputs = ['mask_logits'] })), /onnx.outputs lacks "query_confidence"/)
+    }
+    if (modelJson.split !== undefined) {
+      await t.rejects(loadModelFolder(editedFolder((m) => { m.split.image_encoder.inputs = ['pixels'] })), /split.image_encoder.inputs lacks "image"/)
+      await t.rejects(loadModelFolder(editedFolder((m) => { m.split.head.outputs = ['mask_logits'] })), /split.head.outputs lacks "query_confidence"/)
+    }
   })
 
   t.test('EXPECTED FAILURE - a golden case the model does not reproduce keeps it unready', async (t) => {
