@@ -128,9 +128,9 @@ def test_training_runs_checkpoints_and_resumes(tmp_path):
               "--steps", "4", "--log-every", "1", "--eval-every", "3", "--monitor-size", "4", "--workers", "0",
               "--vocab-top-n", "100"]
     # --stop-at ends a sitting early without changing the schedule; --set overrides the preset
-    main(parser.parse_args(common + ["--warmup", "0", "--stop-at", "2", "--set", "qgm_input_proj=false"]))
+    main(parser.parse_args(common + ["--warmup", "0", "--stop-at", "2", "--set", "qgm_input_proj=true"]))
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert ckpt["step"] == 2 and ckpt["config"]["qgm_input_proj"] is False
+    assert ckpt["step"] == 2 and ckpt["config"]["qgm_input_proj"] is True
     main(parser.parse_args(common + ["--warmup", "0", "--resume", "--max-minutes", "0"]))
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert ckpt["step"] == 4 and set(ckpt) >= {"model", "model_ema", "optimizer", "step", "config", "vocab"}
