@@ -114,7 +114,11 @@ WARN=$(grep '"GPU execution provider unavailable; running on CPU"' <<<"$LOGS" ||
 grep -q 'libonnxruntime_providers_cuda.so cannot load: libcuda.so.1 not found' <<<"$WARN" || fail "the warning does not name the missing driver library: $WARN"
 log "fallback warning: $WARN"
 
-MODEL_DIR=$ROOT/models/vlt-refshapes
+# the image's model (its MODEL_PATH, under /app) is the repository's folder of that name, and the one served
+MODEL_DIR=$ROOT/$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$NAME" | sed -n 's|^MODEL_PATH=/app/||p')
+[ -f "$MODEL_DIR/model.json" ] || fail "the container's MODEL_PATH is no model folder of the repository ($MODEL_DIR)"
+SERVED=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["name"] + "@" + m["version"])' "$MODEL_DIR/model.json")
+grep -q "\"model\":\"$SERVED\"" <<<"$ready" || fail "/readyz does not serve $SERVED ($MODEL_DIR)"
 EXPR=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["expression"])' "$MODEL_DIR/golden.json")
 ANSWER=$(curl -sS --max-time 60 -H 'Accept: application/json' -F "image=@$MODEL_DIR/golden.png" -F "expression=$EXPR" "$URL/segment") || fail "POST /segment"
 PROVIDER=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["model"]["provider"])' "$ANSWER" 2>/dev/null) || fail "POST /segment: $(head -c 300 <<<"$ANSWER")"

@@ -4,8 +4,9 @@
         --data ../shared/refshapes/val
     python -m export.quantize --model models/vlt-refshapes --out /tmp/q --graphs image_encoder   # backbone only
 
-Each graph the folder lists (the split ``image_encoder.onnx`` + ``head.onnx``, and ``model.onnx``
-when it ships one) is quantized with ONNX Runtime's static quantizer: weights per channel as int8,
+The new folder ships the split ``image_encoder.onnx`` + ``head.onnx`` the service loads (``--graph-set
+split``, the default, as in export/export_onnx.py); ``--graph-set all`` also ships ``model.onnx`` when the
+float folder has one. Each graph it ships is quantized with ONNX Runtime's static quantizer: weights per channel as int8,
 activations as uint8 with ranges calibrated on scenes of this project's generator (a seed no set
 uses), in the QDQ or the operator-oriented (QOperator) format. ``--graphs`` keeps some graphs in
 float (for example the head, when it does not quantize well). The new folder has its own
@@ -27,7 +28,7 @@ from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
-from export.export_onnx import golden_scene, sha256, write_golden
+from export.export_onnx import GRAPH_SETS, golden_scene, sha256, write_golden
 from export.model_session import ModelSession, graph_entries, open_session
 from export.preprocess import letterbox_image
 from export.vlt.onnx_model import FEATURE_NAMES
@@ -92,11 +93,17 @@ def quantize_graph(src: Path, dst: Path, feeds: List[Dict[str, np.ndarray]], *, 
 
 
 def quantize_folder(model: Path, out: Path, *, graphs: Optional[List[str]] = None, fmt: str = "qdq",
-                    samples: int = 128, name_suffix: str = "int8") -> Dict:
-    """Write the INT8 folder; ``graphs``: the roles to quantize (default: every graph listed). The
-    variant is its own model, ``<name>-int8`` at the float model's version: a model repository
-    (docs/models.md) serves a folder under its model's name."""
+                    samples: int = 128, name_suffix: str = "int8", graph_set: str = "split") -> Dict:
+    """Write the INT8 folder; ``graph_set``: ``split`` ships the split pair only, ``all`` every graph
+    the float folder lists; ``graphs``: the roles to quantize (default: every graph shipped; the rest
+    are copied). The variant is its own model, ``<name>-int8`` at the float model's version: a model
+    repository (docs/models.md) serves a folder under its model's name."""
+    assert graph_set in GRAPH_SETS, f"graph_set must be one of {GRAPH_SETS}, not {graph_set!r}"
     manifest = json.loads((model / "model.json").read_text())
+    if graph_set == "split":
+        if "head" not in graph_entries(manifest) or "image_encoder" not in graph_entries(manifest):
+            raise ValueError(f"{model}/model.json lists no split graphs (image_encoder + head); use graph_set 'all'")
+        manifest.pop("onnx", None)  # model.onnx: the service never loads it when the split pair is there
     entries = graph_entries(manifest)
     graphs = sorted(entries) if graphs is None else sorted(graphs)
     missing = [g for g in graphs if g not in entries]
@@ -105,6 +112,8 @@ def quantize_folder(model: Path, out: Path, *, graphs: Optional[List[str]] = Non
     tokenizer = Tokenizer.from_file(model / manifest["vocab"]["file"], manifest["max_words"])
     feeds = calibration_batches(manifest["input"]["size"], tokenizer, samples)
     out.mkdir(parents=True, exist_ok=True)
+    if graph_set == "split" and (out / "model.onnx").exists():
+        (out / "model.onnx").unlink()  # a previous run's: model.json no longer lists it
     encoder_path = model / entries["image_encoder"]["file"] if "image_encoder" in entries else None
     for graph, entry in entries.items():
         src, dst = model / entry["file"], out / entry["file"]
@@ -159,13 +168,16 @@ def main() -> None:
     p.add_argument("--model", type=Path, required=True, help="float model folder")
     p.add_argument("--out", type=Path, required=True, help="folder to write")
     p.add_argument("--graphs", nargs="+", default=None, choices=GRAPHS,
-                   help="graphs to quantize (default: every graph the folder lists; the rest are copied)")
+                   help="graphs to quantize (default: every graph the new folder ships; the rest are copied)")
+    p.add_argument("--graph-set", default="split", choices=GRAPH_SETS,
+                   help="graphs the new folder ships: the split pair (default) or also model.onnx (all)")
     p.add_argument("--format", default="qdq", choices=["qdq", "qoperator"])
     p.add_argument("--samples", type=int, default=128, help="calibration samples")
     p.add_argument("--data", type=Path, default=None, help="score both models on this set and record the result")
     p.add_argument("--data-name", default=None, help="the metrics key of --data in model.json (default: its folder name)")
     args = p.parse_args()
-    manifest = quantize_folder(args.model, args.out, graphs=args.graphs, fmt=args.format, samples=args.samples)
+    manifest = quantize_folder(args.model, args.out, graphs=args.graphs, fmt=args.format, samples=args.samples,
+                               graph_set=args.graph_set)
     print(f"wrote {args.out} ({manifest['name']}@{manifest['version']})")
     if args.data is not None:
         acc = score_against_float(args.model, args.out, args.data, args.data_name or args.data.name)

@@ -52,7 +52,7 @@ function parseProviders (value: string): ExecutionProvider[] {
 
 /** Every variable is optional; its default is in its schema. */
 const SETTINGS = {
-  MODEL_PATH: { section: 'models', schema: { type: 'string', minLength: 1, default: 'models/vlt-refshapes', description: 'model folder (model.json, its graphs, vocab.txt, golden.json), served alone when MODELS_DIR is not set' } },
+  MODEL_PATH: { section: 'models', schema: { type: 'string', minLength: 1, default: 'models/vlt-refshapes-int8', description: 'model folder (model.json, its graphs, vocab.txt, golden.json), served alone when MODELS_DIR is not set' } },
   MODELS_DIR: { section: 'models', schema: { type: 'string', default: '', description: 'model repository: one folder per model, either <name>/<version>/ (the highest version is served) or <name>/ holding model.json itself; when set, MODEL_PATH is not used' } },
   DEFAULT_MODEL: { section: 'models', schema: { type: 'string', pattern: '^([A-Za-z0-9][A-Za-z0-9._-]*)?$', default: '', description: 'the model a request without a model field gets; empty = the first model by name' } },
   MODELS_POLL_MS: { section: 'models', schema: { type: 'integer', minimum: 0, maximum: 86_400_000, default: 0, description: 'rescan the models every this many ms and roll in what changed (0 = only on SIGHUP or POST /admin/reload)' } },

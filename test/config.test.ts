@@ -3,7 +3,7 @@ import { ConfigError, GPU_DEFAULTS, deriveParallelism, envSchema, loadConfig, se
 
 t.test('defaults: the model folder on 0.0.0.0:8080', async (t) => {
   const c = loadConfig({}, 2)
-  t.equal(c.modelPath, 'models/vlt-refshapes')
+  t.equal(c.modelPath, 'models/vlt-refshapes-int8')
   t.equal(c.host, '0.0.0.0')
   t.equal(c.port, 8080)
   t.equal(c.logLevel, 'info')

@@ -1,15 +1,18 @@
 /**
- * docs/page.png shows the shipped model: the model (name@version) recorded in the screenshot's
- * PNG metadata and named in the README's caption must be models/vlt-refshapes/model.json's.
+ * docs/page.png shows the shipped default model: the model (name@version) recorded in the
+ * screenshot's PNG metadata and named in the README's caption must be the model.json of MODEL_PATH's
+ * default folder.
  * When the model changes, `npm run docs:screenshot` retakes it (headless Chromium, test/e2e).
  */
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import sharp from 'sharp'
+import path from 'node:path'
+import { DEFAULT_MODEL_DIR } from './helper.js'
 import { readPngText, withPngText } from './png-text.js'
 
 const root = new URL('../', import.meta.url)
-const model = JSON.parse(readFileSync(new URL('models/vlt-refshapes/model.json', root), 'utf8'))
+const model = JSON.parse(readFileSync(path.join(DEFAULT_MODEL_DIR, 'model.json'), 'utf8'))
 const expected = `${model.name as string}@${model.version as string}`
 const FIX = 'run `npm run docs:screenshot` to retake docs/page.png (and update the README caption)'
 

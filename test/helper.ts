@@ -19,6 +19,8 @@ import { createSegmenter, type SegmenterFactory } from '../src/model/segmenter.j
 import { FAKE_VOCAB, fakeModelJson } from './fixtures/fake-model.js'
 
 export const FAKE_WORKER = new URL('./fixtures/fake-worker.ts', import.meta.url)
+/** The shipped default model's folder (MODEL_PATH's default, from the repository root). */
+export const DEFAULT_MODEL_DIR = path.resolve(new URL('..', import.meta.url).pathname, defaultConfig().modelPath)
 
 export const silentLogger: EngineLogger = { info () {}, warn () {}, error () {} }
 

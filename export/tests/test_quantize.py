@@ -70,11 +70,21 @@ def test_backbone_only_keeps_the_head_in_float_and_a_missing_graph_is_refused(sp
         quantize_folder(split_model, tmp_path / "none", graphs=["model"], samples=2)
 
 
-def test_folder_with_model_onnx_quantizes_it_too(tmp_path):
+def test_folder_with_model_onnx_ships_the_split_pair_unless_all_is_asked(tmp_path):
     from export.quantize import quantize_folder
 
     folder = export_micro(tmp_path, graphs="all")[0]
-    manifest = quantize_folder(folder, tmp_path / "int8", fmt="qoperator", samples=4)
+    split = tmp_path / "int8-split"
+    (split).mkdir()
+    (split / "model.onnx").write_bytes(b"a previous run's")
+    manifest = quantize_folder(folder, split, samples=4)
+    assert "onnx" not in manifest and not (split / "model.onnx").exists()
+    assert manifest["quantization"]["graphs"] == ["head", "image_encoder"]
+    assert golden_reproduces(split) < 1e-4
+    with pytest.raises(ValueError, match="lists no model graph"):
+        quantize_folder(folder, tmp_path / "none", graphs=["model"], samples=2)
+
+    manifest = quantize_folder(folder, tmp_path / "int8", fmt="qoperator", samples=4, graph_set="all")
     assert manifest["quantization"]["graphs"] == ["head", "image_encoder", "model"]
     assert quantized_ops(tmp_path / "int8" / "model.onnx") - {"QuantizeLinear", "DequantizeLinear"}, "operator-oriented ops"
     assert golden_reproduces(tmp_path / "int8") < 1e-4

@@ -50,7 +50,7 @@ Options:
       --timeout S         seconds per attempt (default 60)
       --retries N         retries after 503/429, honouring Retry-After (default 3)
       --model DIR         model folder for in-process runs (default: $MODEL_PATH, else the packaged
-                          models/vlt-refshapes)
+                          models/vlt-refshapes-int8)
   -q, --quiet             no progress on stderr
   -h, --help              this text
 
@@ -127,8 +127,9 @@ function parse (argv: string[]): Args | 'help' {
 
 /** The service in this process, reached through the client as if over HTTP. */
 async function inProcess (args: Args, log: (s: string) => void): Promise<{ fetch: typeof fetch, close: () => Promise<void> }> {
-  const [{ buildApp }, { loadConfig }] = await Promise.all([import('../app.js'), import('../config.js')])
-  const packaged = fileURLToPath(new URL('../../models/vlt-refshapes', import.meta.url))
+  const [{ buildApp }, { loadConfig, envSchema }] = await Promise.all([import('../app.js'), import('../config.js')])
+  // the service's default model folder, found from the package root rather than the working directory
+  const packaged = fileURLToPath(new URL(`../../${envSchema.properties.MODEL_PATH.default}`, import.meta.url))
   const env = {
     ...process.env,
     MODEL_PATH: args.model ?? process.env.MODEL_PATH ?? packaged,

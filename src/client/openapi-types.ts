@@ -1134,7 +1134,7 @@ export interface operations {
                     /**
                      * @example {
                      *       "status": "ready",
-                     *       "model": "vlt-refshapes@1.2.0",
+                     *       "model": "vlt-refshapes-int8@1.2.0",
                      *       "provider": "cpu",
                      *       "workers": {
                      *         "configured": 2,
@@ -1142,7 +1142,7 @@ export interface operations {
                      *       },
                      *       "models": [
                      *         {
-                     *           "name": "vlt-refshapes",
+                     *           "name": "vlt-refshapes-int8",
                      *           "version": "1.2.0",
                      *           "state": "ready",
                      *           "provider": "cpu",
@@ -1170,7 +1170,7 @@ export interface operations {
                     /**
                      * @example {
                      *       "status": "starting",
-                     *       "model": "vlt-refshapes@1.2.0",
+                     *       "model": "vlt-refshapes-int8@1.2.0",
                      *       "provider": "pending",
                      *       "workers": {
                      *         "configured": 2,
@@ -1178,7 +1178,7 @@ export interface operations {
                      *       },
                      *       "models": [
                      *         {
-                     *           "name": "vlt-refshapes",
+                     *           "name": "vlt-refshapes-int8",
                      *           "version": "1.2.0",
                      *           "state": "loading",
                      *           "provider": "pending",

@@ -11,11 +11,12 @@ import path from 'node:path'
 import { buildApp } from '../../src/app.js'
 import { EXIT } from '../../src/cli/vlt-segment.js'
 import { decodeCocoRle } from '../../src/image/rle.js'
-import { readMask, testConfig } from '../helper.js'
+import { DEFAULT_MODEL_DIR, readMask, testConfig } from '../helper.js'
 
 const root = path.resolve(new URL('../..', import.meta.url).pathname)
 const CLI = path.join(root, 'dist/cli/vlt-segment.js')
-const MODEL_DIR = path.join(root, 'models/vlt-refshapes')
+// the in-process runs use the packaged default model; the --url service the same folder
+const MODEL_DIR = DEFAULT_MODEL_DIR
 
 // Every in-process run starts the model in a new process: slow on a busy two-core machine.
 t.setTimeout(360_000)
@@ -51,6 +52,7 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
   t.pass('skipped: no model folder')
 } else {
   const golden = JSON.parse(readFileSync(path.join(MODEL_DIR, 'golden.json'), 'utf8'))
+  const model = JSON.parse(readFileSync(path.join(MODEL_DIR, 'model.json'), 'utf8')) as { name: string, version: string }
   const image = path.join(MODEL_DIR, golden.image)
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vlt-cli-'))
   const app = buildApp(testConfig({ modelPath: MODEL_DIR, workers: 1, threadsPerWorker: 1 }))
@@ -65,7 +67,7 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
   t.test('in-process and --url write the same mask', async (t) => {
     const local = await cli([image, golden.expression, '-o', path.join(dir, 'local.png')])
     t.equal(local.code, EXIT.ok, local.stderr)
-    t.match(local.stderr, /ready: vlt-refshapes@/, 'progress on stderr')
+    t.match(local.stderr, `ready: ${model.name}@${model.version}`, 'progress on stderr, the packaged default model')
     t.match(local.stderr, /answered in \d+ ms \(service: decode/)
     t.equal(local.stdout, '', 'nothing on stdout with -o')
     const remote = await cli([image, golden.expression, '-o', path.join(dir, 'remote.png'), '--url', url])

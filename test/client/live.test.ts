@@ -11,14 +11,14 @@ import path from 'node:path'
 import { buildApp } from '../../src/app.js'
 import { SegmentationClient } from '../../src/client/index.js'
 import { decodeCocoRle } from '../../src/image/rle.js'
-import { readMask, testConfig } from '../helper.js'
+import { DEFAULT_MODEL_DIR, readMask, testConfig } from '../helper.js'
 import { iou, rasterise } from '../image/rasterise.js'
 
 // One service, two clients, a Python process: slow on a busy two-core machine.
 t.setTimeout(300_000)
 
 const root = path.resolve(new URL('../..', import.meta.url).pathname)
-const MODEL_DIR = path.join(root, 'models/vlt-refshapes')
+const MODEL_DIR = DEFAULT_MODEL_DIR
 const VAL_DIR = path.resolve(root, '../shared/refshapes/val')
 
 if (!existsSync(path.join(MODEL_DIR, 'model.json')) || !existsSync(path.join(VAL_DIR, 'annotations.jsonl'))) {

@@ -27,6 +27,9 @@ const read = (...p: string[]): string => readFileSync(path.join(ROOT, ...p), 'ut
 const SERVICE_VARS = new Set(Object.keys(envSchema.properties))
 const DEFAULT_PORT = envSchema.properties.PORT.default
 const DEFAULT_GRACE_MS = envSchema.properties.SHUTDOWN_GRACE_MS.default
+// the service's default model folder (MODEL_PATH's default), and the float model it is quantized from
+const DEFAULT_MODEL_DIR = envSchema.properties.MODEL_PATH.default
+const FLOAT_MODEL_DIR = 'models/vlt-refshapes'
 /** The Node.js major the project runs on: .nvmrc, package.json engines and the images agree. */
 const NODE_MAJOR = read('.nvmrc').trim()
 
@@ -132,15 +135,16 @@ function dockerignore (text: string): (p: string) => boolean {
 }
 
 const DOCKERFILES = [
-  { file: 'Dockerfile', providers: 'cpu', node: 'node:24-trixie-slim' },
-  { file: 'Dockerfile.cuda', providers: 'cuda,cpu', node: 'node:24-trixie-slim' },
+  // the CPU image bakes in the default (INT8) model; the GPU image the float one (Dockerfile.cuda says why)
+  { file: 'Dockerfile', providers: 'cpu', node: 'node:24-trixie-slim', model: DEFAULT_MODEL_DIR },
+  { file: 'Dockerfile.cuda', providers: 'cuda,cpu', node: 'node:24-trixie-slim', model: FLOAT_MODEL_DIR },
 ] as const
 
 t.test('dockerfile-utils catches errors (control)', async (t) => {
   t.ok(dockerfileUtils.validate('FROM node:24-trixie-slim\nEXPOZE 8080\nHEALTHCHECK --interval=1x CMD true\n').length >= 2)
 })
 
-for (const { file, providers, node } of DOCKERFILES) {
+for (const { file, providers, node, model } of DOCKERFILES) {
   t.test(`docker/${file}`, async (t) => {
     const text = read('docker', file)
     const problems = dockerfileUtils.validate(text).map((d) => `${d.range.start.line + 1}: ${d.message}`)
@@ -191,12 +195,13 @@ for (const { file, providers, node } of DOCKERFILES) {
 
     const env = envOf(final)
     t.equal(env.EXECUTION_PROVIDERS, providers, `EXECUTION_PROVIDERS=${providers}`)
-    t.equal(env.MODEL_PATH, '/app/models/vlt-refshapes', 'the default model, baked in')
+    t.equal(env.MODEL_PATH, `/app/${model}`, `MODEL_PATH: ${model}, baked in`)
     t.equal(Number(env.PORT ?? DEFAULT_PORT), DEFAULT_PORT)
     const serviceEnv = Object.fromEntries(Object.entries(env).filter(([k]) => SERVICE_VARS.has(k)))
     t.doesNotThrow(() => loadConfig(serviceEnv, 2), 'the image environment is a valid service config')
     const copies = final.instructions.filter((i) => i.keyword === 'COPY').map((i) => i.args).join('\n')
-    for (const needed of ['models/vlt-refshapes', 'package.json', 'openapi.yaml', '/app/dist', '/app/node_modules']) {
+    t.ok(existsSync(path.join(ROOT, model, 'model.json')), `${model} is in the repository`)
+    for (const needed of [`${model} ./${model}`, 'package.json', 'openapi.yaml', '/app/dist', '/app/node_modules']) {
       t.match(copies, needed, `runtime stage gets ${needed}`)
     }
 
@@ -350,6 +355,7 @@ t.test('docker/compose.yaml', async (t) => {
   const env = Object.fromEntries(Object.entries(svc.environment as Record<string, unknown>).map(([k, v]) => [k, interpolate(v)]))
   for (const k of Object.keys(env)) t.ok(SERVICE_VARS.has(k), `${k} is a service variable`)
   const config = loadConfig(env, 2)
+  t.equal(config.modelPath, `/app/${DEFAULT_MODEL_DIR}`, 'the CPU image\'s model')
   t.ok(svc.ports.some((p: string) => interpolate(p).endsWith(`:${config.port}`)), `publishes container port ${config.port}`)
   t.equal(config.port, DEFAULT_PORT)
 
@@ -380,6 +386,7 @@ t.test('docker/compose.yaml', async (t) => {
   for (const k of Object.keys(gpuEnv)) t.ok(SERVICE_VARS.has(k), `${k} is a service variable`)
   const gpuConfig = loadConfig(gpuEnv, 2)
   t.strictSame(gpuConfig.executionProviders, ['cuda', 'cpu'])
+  t.equal(gpuConfig.modelPath, `/app/${FLOAT_MODEL_DIR}`, 'the GPU image\'s model')
   t.equal(gpuConfig.workers, device.count, 'one engine worker per GPU')
   t.equal(gpu.read_only, true)
   t.notSame(interpolate(gpu.ports[0]).split(':')[0], interpolate(svc.ports[0]).split(':')[0], 'the two services publish different host ports')
@@ -404,7 +411,9 @@ t.test('docker/compose.models.yaml: mounts a model repository read-only at MODEL
   const mount = svc.volumes[0]
   t.equal(mount.target, config.modelsDir, 'mounted where MODELS_DIR points')
   t.equal(mount.read_only, true)
-  t.ok(existsSync(path.join(DOCKER, interpolate(mount.source), 'vlt-refshapes', 'model.json')), 'the default source is the repository\'s models/ folder')
+  t.equal(path.resolve(DOCKER, interpolate(mount.source)), path.join(ROOT, 'models'), 'the default source is the repository\'s models/ folder')
+  t.equal(config.defaultModel, path.basename(DEFAULT_MODEL_DIR), 'its default model is the service\'s')
+  t.ok(existsSync(path.join(ROOT, 'models', config.defaultModel, 'model.json')), `models/${config.defaultModel} is a flat model folder`)
   const docker = spawnSync('docker', ['compose', 'version'], { encoding: 'utf8' })
   if (docker.status === 0) {
     const r = spawnSync('docker', ['compose', '-f', path.join(DOCKER, 'compose.yaml'), '-f', path.join(DOCKER, 'compose.models.yaml'), 'config', '-q'], { encoding: 'utf8', timeout: 20_000 })
@@ -532,7 +541,7 @@ t.test('docker/k8s: the Deployment follows the service', async (t) => {
   const tmp = (c.volumeMounts as Obj[]).find((m) => m.mountPath === '/tmp')
   t.ok(tmp, '/tmp is writable')
   t.ok((pod.volumes as Obj[]).some((v) => v.name === tmp?.name && v.emptyDir !== undefined), '/tmp is an emptyDir')
-  t.equal(config.modelPath, '/app/models/vlt-refshapes', 'the model comes with the image')
+  t.equal(config.modelPath, `/app/${DEFAULT_MODEL_DIR}`, 'the model comes with the image')
   t.notOk((c.volumeMounts as Obj[]).some((m) => String(m.mountPath).startsWith('/app')), 'no volume over the image\'s model folder')
 
   // labels
@@ -643,6 +652,7 @@ t.test('docker/k8s/gpu: the GPU Deployment validates and follows the service', a
   t.equal(env.PORT, '8080', 'the base environment is kept (env merges by name)')
   const config = loadConfig(env, 2)
   t.strictSame(config.executionProviders, ['cuda', 'cpu'])
+  t.equal(config.modelPath, `/app/${FLOAT_MODEL_DIR}`, 'the model the CUDA image bakes in')
   t.equal(config.requireGpu, true, 'REQUIRE_GPU: no silent CPU fallback on a GPU node')
   t.equal(config.workers, Number(c.resources.limits['nvidia.com/gpu']), 'one engine worker per GPU')
   t.equal(config.cudaDeviceId, 0, 'the pod sees its one GPU as device 0')

@@ -4,9 +4,9 @@
  * request, the query panel must list the model's Nq queries, and every kind of error shows the
  * API's message.
  *
- * Needs Debian's chromium (`apt-get install -y chromium`) and models/vlt-refshapes; skipped, with
- * the reason, without either. Screenshots go to test/e2e/output/; docs/page.png is written when
- * it is missing or when UPDATE_DOCS_SCREENSHOT=1 (`npm run docs:screenshot`), with the model's
+ * Needs Debian's chromium (`apt-get install -y chromium`) and the default model folder (MODEL_PATH's
+ * default); skipped, with the reason, without either. Screenshots go to test/e2e/output/;
+ * docs/page.png is written when it is missing or when UPDATE_DOCS_SCREENSHOT=1 (`npm run docs:screenshot`), with the model's
  * name@version in a PNG tEXt chunk (test/docs-screenshot.test.ts checks it against model.json).
  * Code run in the page (page.evaluate) reaches the document through globalThis: this file is
  * type-checked without the DOM library.
@@ -19,13 +19,13 @@ import sharp from 'sharp'
 import type { FastifyInstance } from 'fastify'
 import type { Browser, Page } from 'playwright-core'
 import { buildApp } from '../../src/app.js'
-import { form, readMask, testConfig } from '../helper.js'
+import { DEFAULT_MODEL_DIR, form, readMask, testConfig } from '../helper.js'
 import { spec } from '../openapi-validator.js'
 import { withPngText } from '../png-text.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 const CHROMIUM = '/usr/bin/chromium'
-const MODEL_DIR = path.join(ROOT, 'models', 'vlt-refshapes')
+const MODEL_DIR = DEFAULT_MODEL_DIR
 const OUTPUT = path.join(ROOT, 'test', 'e2e', 'output')
 const DOCS_SHOT = path.join(ROOT, 'docs', 'page.png')
 const EXAMPLES = path.join(ROOT, 'src', 'public', 'examples')
