@@ -60,3 +60,7 @@ $py -m export.tools.learning_curve "$run/log.jsonl"
 int8=${INT8_OUT:-${out}-int8}
 rm -rf "$int8"  # a previous release's variant: every file is made again from the new graphs
 $py -m export.quantize --model "$out" --out "$int8" --data "$val" --data-name val
+$py -m export.tools.query_stats --model "$int8" --data "$val" --json "$run/queries-val-int8.json"
+$py -m export.tools.score_examples --model "$int8" --json "$run/page-examples-int8.json"
+$py -m export.tools.record_metrics "$int8" --metrics "queries_val=$run/queries-val-int8.json" \
+  --metrics "page_examples=$run/page-examples-int8.json"
