@@ -234,7 +234,10 @@ T0=$(date +%s)
 EXIT_CODE=$(docker inspect -f '{{.State.ExitCode}}' "$CID")
 OOM=$(docker inspect -f '{{.State.OOMKilled}}' "$CID")
 [ "$EXIT_CODE" = 0 ] || fail "the container exited with $EXIT_CODE after SIGTERM (OOM killed: $OOM)"
-docker logs "$CID" 2>&1 | grep -q '"shutting down"' || fail "no 'shutting down' log line after SIGTERM"
+# Read the whole log first: under pipefail, `docker logs | grep -q` fails whenever grep stops
+# reading before docker logs has written its last lines (SIGPIPE).
+STOP_LOGS=$(docker logs "$CID" 2>&1)
+grep -q '"shutting down"' <<<"$STOP_LOGS" || fail "no 'shutting down' log line after SIGTERM"
 log "stopped in $(( $(date +%s) - T0 ))s, exit code 0"
 
 OK=1
