@@ -125,7 +125,9 @@ PROVIDER=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["model"]["
 [ "$PROVIDER" = cpu ] || fail "POST /segment answered with provider $PROVIDER"
 log "POST /segment: model.provider $PROVIDER"
 # per-model labels (model, version) sit beside provider
-curl -sS "$URL/metrics" | grep -Eq '^vlt_execution_provider\{([^}]*,)?provider="cpu"(,[^}]*)?\} 1$' || fail "/metrics: no vlt_execution_provider{…provider=\"cpu\"…} 1"
+# The whole body first: under pipefail, `curl | grep -q` fails when grep stops reading early.
+METRICS=$(curl -sS "$URL/metrics")
+grep -Eq '^vlt_execution_provider\{([^}]*,)?provider="cpu"(,[^}]*)?\} 1$' <<<"$METRICS" || fail "/metrics: no vlt_execution_provider{…provider=\"cpu\"…} 1"
 docker rm -f "$NAME" >/dev/null
 
 # ---- 2b. a stand-in driver: the provider loads into onnxruntime-node and reaches the CUDA runtime -
