@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import os from 'node:os'
 import path from 'node:path'
 import sharp from 'sharp'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { buildApp } from '../src/app.js'
 import { letterboxGeometry } from '../src/image/preprocess.js'
 import { type Config, defaultConfig } from '../src/config.js'
@@ -111,6 +111,17 @@ export async function adminReload (app: FastifyInstance): Promise<any> {
   if (res.statusCode !== 200) throw new Error(`reload answered ${res.statusCode}: ${res.payload}`)
   return res.json()
 }
+
+let repoImage: Promise<Buffer> | undefined
+
+/** POST /segment with a small test image to `model` (a name or name@version; the default model when undefined). */
+export async function segmentModel (app: FastifyInstance, model?: string, expression = 'the circle'): Promise<LightMyRequestResponse> {
+  repoImage ??= rectImage(32, 32, { x: 4, y: 4, w: 8, h: 8 })
+  return await app.inject({ method: 'POST', url: '/segment', payload: form({ image: await repoImage, expression, extra: model !== undefined ? [['model', model]] : [] }) })
+}
+
+/** GET /models as JSON. */
+export const modelsOf = async (app: FastifyInstance): Promise<any> => (await app.inject('/models')).json()
 
 export const testConfig = (overrides: Partial<Config> = {}): Config =>
   defaultConfig({ workers: 1, threadsPerWorker: 1, maxBatchWaitMs: 0, logLevel: 'silent', ...overrides })

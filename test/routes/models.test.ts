@@ -6,20 +6,12 @@ import t from 'tap'
 import { mkdtempSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../../src/app.js'
-import { fakeFolderLoader, fakeRepo, form, rectImage, testConfig, until, writeFakeModel } from '../helper.js'
+import { fakeFolderLoader, fakeRepo, modelsOf, segmentModel as segment, testConfig, until, writeFakeModel } from '../helper.js'
 
 // Each test starts worker threads for several model versions; on a loaded two-core machine that
 // outlasts the suite's 120 s file default. Nothing asserts time.
 t.setTimeout(300_000)
-
-const img = await rectImage(32, 32, { x: 4, y: 4, w: 8, h: 8 })
-
-const segment = async (app: FastifyInstance, model?: string, expression = 'the circle') =>
-  await app.inject({ method: 'POST', url: '/segment', payload: form({ image: img, expression, extra: model !== undefined ? [['model', model]] : [] }) })
-
-const modelsOf = async (app: FastifyInstance) => (await app.inject('/models')).json()
 
 t.test('selection: the default model, a model by name, name@version; unknown ones are 404', async (t) => {
   const { app } = await fakeRepo(t, (root) => {

@@ -7,19 +7,11 @@
 import t from 'tap'
 import { rmSync } from 'node:fs'
 import path from 'node:path'
-import type { FastifyInstance } from 'fastify'
-import { ADMIN_KEY, adminReload, fakeRepo, form, rectImage, until, writeFakeModel } from '../helper.js'
+import { ADMIN_KEY, adminReload, fakeRepo, modelsOf, segmentModel as segment, until, writeFakeModel } from '../helper.js'
 
 // Each test starts worker threads for several model versions; on a loaded two-core machine that
 // outlasts the suite's 120 s file default. Nothing asserts time.
 t.setTimeout(300_000)
-
-const img = await rectImage(32, 32, { x: 4, y: 4, w: 8, h: 8 })
-
-const segment = async (app: FastifyInstance, model?: string, expression = 'the circle') =>
-  await app.inject({ method: 'POST', url: '/segment', payload: form({ image: img, expression, extra: model !== undefined ? [['model', model]] : [] }) })
-
-const modelsOf = async (app: FastifyInstance) => (await app.inject('/models')).json()
 
 t.test('reload: a new version serves after it started; a broken one is rejected and the old one keeps serving', async (t) => {
   const { app, root } = await fakeRepo(t, (root) => writeFakeModel(root, 'alpha', '1.0.0'))
