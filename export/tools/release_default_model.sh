@@ -41,8 +41,12 @@ $py -m export.evaluate --model "$out" --data "$val" --json "$run/val.json"
 $py -m export.evaluate --model "$out" --data "$run/refshapes-seed2" --json "$run/seed2.json"
 [ -f "$run/refshapes-hard-seed3/annotations.jsonl" ] || $py -m export.data.refshapes --out "$run/refshapes-hard-seed3" --seed 3 --expressions 1000 --hard
 $py -m export.evaluate --model "$out" --data "$run/refshapes-hard-seed3" --json "$run/hard-seed3.json"
-$py -m export.tools.query_stats --model "$out" --data "$val" --json "$run/queries-val.json"
-$py -m export.tools.score_examples --model "$out" --json "$run/page-examples.json"
+# the queries' figures on val and the page's example phrases of model folder $1 (files suffixed $2)
+queries_and_examples() {
+  $py -m export.tools.query_stats --model "$1" --data "$val" --json "$run/queries-val$2.json"
+  $py -m export.tools.score_examples --model "$1" --json "$run/page-examples$2.json"
+}
+queries_and_examples "$out" ""
 $py - "$run" "$pick" <<'PY'
 import json, sys
 run, pick = sys.argv[1], sys.argv[2]
@@ -60,7 +64,6 @@ $py -m export.tools.learning_curve "$run/log.jsonl"
 int8=${INT8_OUT:-${out}-int8}
 rm -rf "$int8"  # a previous release's variant: every file is made again from the new graphs
 $py -m export.quantize --model "$out" --out "$int8" --data "$val" --data-name val
-$py -m export.tools.query_stats --model "$int8" --data "$val" --json "$run/queries-val-int8.json"
-$py -m export.tools.score_examples --model "$int8" --json "$run/page-examples-int8.json"
+queries_and_examples "$int8" -int8
 $py -m export.tools.record_metrics "$int8" --metrics "queries_val=$run/queries-val-int8.json" \
   --metrics "page_examples=$run/page-examples-int8.json"
