@@ -129,8 +129,8 @@ def _tiny(**kw: Any) -> VLTConfig:
         rnn_hidden=128,
         gru_recurrent_activation="sigmoid",
         mask_padding=True,
-        # Off in this preset only: a same-budget probe with the layers on scored 4.4 mIoU lower on
-        # val (location and relation 9-10 lower); the model card's probes table has the figures.
+        # Off in this preset only: a same-budget probe with the layers on scored lower on val, most
+        # on location and relation (models/vlt-refshapes/README.md, "Probes").
         qgm_input_proj=False,
         d_model=128,
         nheads=8,
