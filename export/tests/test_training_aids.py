@@ -53,3 +53,21 @@ def test_encoder_mask_head_adds_a_loss_that_reaches_the_network(micro_model):
         head.loss(batch["target"])
     # the exported network is untouched: a fresh VLT has the same state-dict keys
     assert set(model.state_dict()) == set(build_vlt(cfg).state_dict())
+
+
+def test_word_similarity_groups_score_the_rows_of_each_table():
+    import numpy as np
+
+    from export.tools.word_similarity import GROUPS, group_similarity
+
+    vocab = ["<pad>", "<unk>", "left", "right", "above", "below"]
+    same = np.zeros((6, 3), np.float32)
+    same[2:] = [1.0, 0.0, 0.0]  # every word the same direction: cosine 1
+    apart = same.copy()
+    apart[3] = [-1.0, 0.0, 0.0]  # right opposite left
+    apart[5] = [0.0, 2.0, 0.0]  # below orthogonal to above
+    result = group_similarity({"same": same, "apart": apart}, vocab)
+    assert set(result) == {"left/right", "above/below"}  # the other groups have words outside vocab
+    assert result["left/right"] == pytest.approx({"same": 1.0, "apart": -1.0})
+    assert result["above/below"] == pytest.approx({"same": 1.0, "apart": 0.0})
+    assert set(GROUPS["colours"]) >= {"red", "blue"}
