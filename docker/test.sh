@@ -121,7 +121,7 @@ code=$(curl -sS -o /dev/null -w '%{http_code}' "$URL/healthz") || fail "GET /hea
 #     for the same image and sentence (golden_mask.png) up to 1 % of the pixels — the tolerance of
 #     the tap suite's golden test, since sharp's resize differs from Pillow's by rounding.
 # (b) The first $N_VAL validation expressions: the mean IoU against the ground truth must exceed
-#     $MIN_IOU — far below the model cards' val mIoU (about 64.5) so that ordinary variation over a few
+#     $MIN_IOU — far below the model cards' val mIoU (about 80) so that ordinary variation over a few
 #     expressions passes, while a broken pipeline (empty, shifted or full masks) fails.
 GOLDEN_EXPR=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).expression)' "$MODEL_DIR/golden.json")
 post() { # image expression out.png -> fails unless 200 image/png
