@@ -83,9 +83,12 @@ if (!existsSync(path.join(MODEL_DIR, 'model.json'))) {
       t.strictSame(r.tokens.map((x: { id: number }) => x.id), golden.tokens.filter((id: number) => id !== 0))
       t.equal(r.queries.length, modelJson.num_queries)
       const att = golden.outputs.word_attention.data[0] as number[][]
+      // The golden outputs come from Pillow's letterbox, the answer from sharp's, which differs by
+      // rounding (as for the mask above): the trained 2.0.0 moves a weight by up to 1.3e-3 for it.
+      // 5e-3 still fails a shifted, dropped or padded word, which moves weights by about 0.1 here.
       for (let q = 0; q < r.queries.length; q++) {
         t.equal(r.queries[q].attention.length, r.tokens.length)
-        t.ok(r.queries[q].attention.every((v: number, i: number) => Math.abs(v - att[q][i]) < 1e-3), `query ${q} attention equals golden word_attention`)
+        t.ok(r.queries[q].attention.every((v: number, i: number) => Math.abs(v - att[q][i]) < 5e-3), `query ${q} attention equals golden word_attention`)
       }
     })
 
