@@ -3,8 +3,8 @@
     python -m export.tools.word_similarity --checkpoint runs/v3/checkpoint.pt [--no-ema] [--json out.json]
 
 Prints, per group of words (colours, shapes, size words, left/right, above/below, top/bottom), the
-mean pairwise cosine similarity of their rows in the frozen GloVe table the vocabulary was built from
-and in the checkpoint's table (the same rows when the table was frozen; moved apart or together when
+mean pairwise cosine similarity of their rows in the table the run started from (rebuilt with
+``build_vocabulary`` from the run's own GloVe source and vocabulary size) and in the checkpoint's table (the same rows when the table was frozen; moved apart or together when
 it was trained with ``--train-words``). A cosine near 1 means the network receives near-identical
 inputs for the two words and must tell them apart from context alone.
 """
@@ -20,8 +20,8 @@ from typing import Dict, List, Mapping, Sequence
 import numpy as np
 import torch
 
-from export.data.refshapes.spec import COLOR_NAMES, SHAPES
-from export.vlt.glove import BUNDLED, load_glove
+from export.data.refshapes.spec import COLOR_NAMES, SHAPES, WORDS
+from export.vlt.glove import build_vocabulary
 
 TABLE_KEY = "language_encoder.embedding.table"
 
@@ -51,25 +51,20 @@ def group_similarity(tables: Mapping[str, np.ndarray], vocab: List[str]) -> Dict
             for group, words in GROUPS.items() if all(w in index for w in words)}
 
 
-def glove_rows(vocab: List[str], source: str = BUNDLED) -> np.ndarray:
-    """The GloVe vectors of ``vocab`` (zeros for words GloVe lacks: their rows were random, not GloVe)."""
-    words, vectors = load_glove(source)
-    at = {w: i for i, w in enumerate(words)}
-    return np.stack([vectors[at[w]] if w in at else np.zeros(vectors.shape[1], np.float32) for w in vocab])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--no-ema", action="store_true", help="the raw weights instead of the EMA's")
-    p.add_argument("--glove", default=BUNDLED, help="the GloVe source the vocabulary was built from")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     key = "model" if args.no_ema or ckpt.get("model_ema") is None else "model_ema"
     vocab = list(ckpt["vocab"])
+    # the table train.py started from: the same call with the run's own arguments
+    start_vocab, start, _ = build_vocabulary(WORDS, source=ckpt["args"]["glove"], top_n=int(ckpt["args"]["vocab_top_n"]))
+    assert start_vocab == vocab, "the checkpoint's vocabulary is not the one build_vocabulary makes for its run"
     trained = ckpt[key][TABLE_KEY].float().numpy()
-    result = group_similarity({"glove": glove_rows(vocab, args.glove), "model": trained}, vocab)
+    result = group_similarity({"glove": start, "model": trained}, vocab)
     print(f"{'group':<16} {'GloVe':>7} {'model':>7}   (mean pairwise cosine, {key} weights)")
     for group, cos in result.items():
         print(f"{group:<16} {cos['glove']:>7.3f} {cos['model']:>7.3f}")
