@@ -51,7 +51,7 @@ $py - "$run" "$pick" <<'PY'
 import json, sys
 run, pick = sys.argv[1], sys.argv[2]
 ckpt_args = __import__("torch").load(f"{run}/checkpoint.pt", map_location="cpu", weights_only=False)
-info = {"data": "RefShapes v1, streamed from export/data/refshapes.py (seeded, endless)",
+info = {"data": "RefShapes v1, streamed from export/data/refshapes/ (seeded, endless)",
         "steps": ckpt_args["step"], "minutes": round(ckpt_args["elapsed"] / 60, 1), "weights": pick,
         "args": ckpt_args["args"], "log": "log.jsonl of the run; see the model card's learning curve"}
 json.dump(info, open(f"{run}/training.json", "w"), indent=1)
