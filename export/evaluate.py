@@ -194,6 +194,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: library default)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the checkpoint's EMA weights")
     p.add_argument("--json", type=Path, default=None, help="also write the metrics here as JSON")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="mask threshold (default: the model's, model.json output.threshold; 0.35 for a checkpoint)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -237,7 +239,8 @@ def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
     )
     rows: Optional[List[dict]] = [] if args.per_expression else None
     metrics = evaluate_set(
-        predict, data=args.data, tokenizer=tokenizer, image_size=size, threshold=threshold,
+        predict, data=args.data, tokenizer=tokenizer, image_size=size,
+        threshold=threshold if args.threshold is None else args.threshold,
         batch_size=args.batch_size, limit=args.limit, breakdown=args.breakdown, per_expression=rows,
     )
     print(format_table(metrics))

@@ -116,3 +116,43 @@ def test_every_page_example_names_exactly_one_object_of_its_regenerated_scene():
     assert len(rows) == 23
     for r in rows:
         assert 0 < r["mask"].sum() < r["mask"].size / 4, r["expression"]  # one object's mask, not empty or the scene
+
+
+def test_calibrate_threshold_finds_the_band_that_separates_target_from_halo(tmp_path):
+    """A predictor whose target pixels have probability 0.62 and a 3-cell halo around them 0.42:
+    thresholds below 0.42 take the halo in, thresholds above 0.62 lose the target, so the best
+    threshold lies between, and the sweep must say so from one pass of the model."""
+    import json
+
+    from export.data.refshapes import write_set
+    from export.tools.calibrate_threshold import best, sweep
+    from export.vlt.tokenizer import PAD, UNK, Tokenizer
+
+    write_set(tmp_path, seed=5, num_expressions=6)
+    rows = [json.loads(r) for r in (tmp_path / "annotations.jsonl").read_text().splitlines()]
+    words = sorted({w for r in rows for w in r["expression"].split()})
+    tok = Tokenizer([PAD, UNK] + words, 15)
+    box = Letterbox.fit(256, 256, 128)
+    logit = lambda p: float(np.log(p / (1 - p)))  # noqa: E731
+    grids = {}
+    for r in rows:
+        core = letterbox_mask((np.asarray(Image.open(tmp_path / r["mask"])) > 127).astype(np.uint8), box, 64) > 0.5
+        halo = core.copy()
+        for dy in range(-3, 4):
+            for dx in range(-3, 4):
+                halo |= np.roll(np.roll(core, dy, 0), dx, 1)
+        grids[tuple(tok.encode(r["expression"]))] = np.where(core, logit(0.62), np.where(halo, logit(0.42), -20.0))
+    calls = []
+
+    def model(images, tokens):
+        calls.append(len(tokens))
+        return np.stack([grids[tuple(t)][None] for t in tokens.tolist()]).astype(np.float32)
+
+    table = sweep(model, thresholds=(0.3, 0.4, 0.5, 0.6, 0.7), data=tmp_path, tokenizer=tok, image_size=128,
+                  batch_size=4)
+    assert sum(calls) == 6  # one pass, reused for every threshold
+    by_t = {r["threshold"]: r["mIoU"] for r in table}
+    assert best(table)["threshold"] in (0.5, 0.6)
+    assert by_t[0.5] > by_t[0.4] + 10 and by_t[0.5] > 85 and by_t[0.7] == 0.0
+    assert by_t[0.3] < by_t[0.4]  # a lower threshold takes more of the halo's blurred edge
+    assert best([{"threshold": 0.4, "mIoU": 80.0}, {"threshold": 0.5, "mIoU": 80.0}])["threshold"] == 0.4
