@@ -88,15 +88,16 @@ def check_parity(model: VLT, out: Path, *, batch_sizes: Sequence[int] = (1, 3), 
 
 
 def write_golden(out: Path, *, session, tokenizer: Tokenizer, image_size: int, expression: str,
-                 image: Image.Image) -> Dict[str, Any]:
-    """A cross-language parity case: an image, a sentence, the Python input tensor and the outputs."""
+                 image: Image.Image, threshold: float = THRESHOLD) -> Dict[str, Any]:
+    """A cross-language parity case: an image, a sentence, the Python input tensor and the outputs
+    (the mask at the model's threshold)."""
     image.save(out / "golden.png")
     x, box = letterbox_image(load_rgb(out / "golden.png"), image_size)
     tokens = np.asarray([tokenizer.encode(expression)], dtype=np.int64)
     logits, conf, attn = session.run(OUTPUT_NAMES, {"image": x[None], "tokens": tokens})
     x[None].astype("<f4").tofile(out / "golden_input.f32")
     logits.astype("<f4").tofile(out / "golden_mask_logits.f32")
-    mask = binary_mask(logits[0, 0], box, THRESHOLD)
+    mask = binary_mask(logits[0, 0], box, threshold)
     Image.fromarray((mask * 255).astype(np.uint8), mode="L").save(out / "golden_mask.png")
     golden = {
         "image": "golden.png",
@@ -109,7 +110,7 @@ def write_golden(out: Path, *, session, tokenizer: Tokenizer, image_size: int, e
             "query_confidence": {"shape": list(conf.shape), "data": conf.round(7).tolist()},
             "word_attention": {"shape": list(attn.shape), "data": attn.round(7).tolist()},
         },
-        "mask": {"file": "golden_mask.png", "width": box.width, "height": box.height, "threshold": THRESHOLD,
+        "mask": {"file": "golden_mask.png", "width": box.width, "height": box.height, "threshold": threshold,
                  "area": int(mask.sum())},
         "tolerance": {"atol": 1e-3},
     }
@@ -134,7 +135,7 @@ def golden_scene(seed: int = 4) -> tuple:
 
 def run_export(*, checkpoint: Path, out: Path, name: str, version: str, ema: bool = True,
                metrics: Optional[Dict[str, Any]] = None, training: Optional[Dict[str, Any]] = None,
-               graphs: str = "split") -> Dict[str, Any]:
+               graphs: str = "split", threshold: float = THRESHOLD) -> Dict[str, Any]:
     assert graphs in GRAPH_SETS, f"graphs must be one of {GRAPH_SETS}, not {graphs!r}"
     model, ckpt = load_checkpoint(checkpoint, ema=ema)
     model = model.float().eval().to(memory_format=torch.contiguous_format)
@@ -166,7 +167,7 @@ def run_export(*, checkpoint: Path, out: Path, name: str, version: str, ema: boo
         "config": cfg,
         "input": {"size": s, "channels": "RGB", "resize": "bicubic", "letterbox": "centre", "pad_value": PAD_VALUE,
                   "scale": 1.0 / 255.0, "mean": None, "std": None},
-        "output": {"stride": VLTConfig.from_dict(cfg).output_stride, "mask_size": VLTConfig.from_dict(cfg).mask_size, "threshold": THRESHOLD},
+        "output": {"stride": VLTConfig.from_dict(cfg).output_stride, "mask_size": VLTConfig.from_dict(cfg).mask_size, "threshold": threshold},
         "max_words": length,
         "num_queries": cfg["num_queries"],
         "split": {
@@ -191,7 +192,7 @@ def run_export(*, checkpoint: Path, out: Path, name: str, version: str, ema: boo
     parity = check_parity(model, out)
     img, expression = golden_scene()
     write_golden(out, session=ModelSession(out, manifest), tokenizer=tokenizer, image_size=s,
-                 expression=expression, image=img)
+                 expression=expression, image=img, threshold=threshold)
     worst = max(parity.values())
     files = [e["file"] for e in [manifest.get("onnx"), *manifest["split"].values()] if e is not None]
     print(f"wrote {out} ({', '.join(f'{f} {(out / f).stat().st_size / 1e6:.1f} MB' for f in files)}); "
@@ -210,6 +211,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--training", type=Path, default=None, help="JSON file describing the training run")
     p.add_argument("--graphs", choices=GRAPH_SETS, default="split",
                    help="split: image_encoder.onnx + head.onnx, what the service loads (default); all: model.onnx too")
+    p.add_argument("--threshold", type=float, default=THRESHOLD,
+                   help="mask threshold recorded in model.json and used for the golden mask (default: the VLT "
+                        "protocol's 0.35; tools/calibrate_threshold chooses one)")
     return p
 
 
@@ -218,7 +222,7 @@ def main(args: argparse.Namespace) -> None:
     training = json.loads(args.training.read_text()) if args.training else None
     try:
         run_export(checkpoint=args.checkpoint, out=args.out, name=args.name, version=args.version, ema=args.ema,
-                   metrics=metrics, training=training, graphs=args.graphs)
+                   metrics=metrics, training=training, graphs=args.graphs, threshold=args.threshold)
     except AssertionError as e:
         print(f"EXPORT FAILED: {e}", file=sys.stderr)
         raise SystemExit(1)

@@ -134,7 +134,7 @@ def quantize_folder(model: Path, out: Path, *, graphs: Optional[List[str]] = Non
     # the golden case of the quantized graphs the service runs
     img, expression = golden_scene()
     write_golden(out, session=ModelSession(out, manifest), tokenizer=tokenizer, image_size=manifest["input"]["size"],
-                 expression=expression, image=img)
+                 expression=expression, image=img, threshold=manifest["output"]["threshold"])
     return manifest
 
 

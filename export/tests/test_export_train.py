@@ -15,7 +15,7 @@ from export.vlt.tokenizer import PAD, UNK
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 
 
-def export_micro(tmp, graphs="split", **config):
+def export_micro(tmp, graphs="split", threshold=0.35, **config):
     """Export a random micro model (checkpoint -> model folder, parity-checked by the export)."""
     from export.data.refshapes import WORDS
     from export.export_onnx import run_export
@@ -28,7 +28,8 @@ def export_micro(tmp, graphs="split", **config):
     save_checkpoint(tmp / "ckpt.pt", model=model.state_dict(), model_ema=None, config=cfg.to_dict(), vocab=vocab,
                     vocab_info={"source": "random (test)"}, step=0, args={"preset": "micro"})
     out = tmp / "model"
-    manifest = run_export(checkpoint=tmp / "ckpt.pt", out=out, name="test-model", version="0.0.0", graphs=graphs)
+    manifest = run_export(checkpoint=tmp / "ckpt.pt", out=out, name="test-model", version="0.0.0", graphs=graphs,
+                          threshold=threshold)
     return out, manifest, model
 
 
@@ -70,6 +71,35 @@ def test_split_only_reexport_removes_a_previous_model_onnx(tmp_path):
     assert (out / "model.onnx").exists()
     out, manifest, _ = export_micro(tmp_path)
     assert not (out / "model.onnx").exists() and "onnx" not in manifest
+
+
+def test_export_records_a_calibrated_threshold_and_its_golden_mask(tmp_path):
+    from PIL import Image
+
+    from export.preprocess import Letterbox, binary_mask
+
+    def golden_of(out):
+        golden = json.loads((out / "golden.json").read_text())
+        logits = np.fromfile(out / golden["outputs"]["mask_logits"]["file"], dtype="<f4").reshape(
+            golden["outputs"]["mask_logits"]["shape"])
+        return golden, logits
+
+    # a threshold inside the golden case's own probabilities (a random model's sit in a narrow band),
+    # so that the mask at it differs from the mask at 0.35
+    for d in ("default", "calibrated"):
+        (tmp_path / d).mkdir()
+    _, logits = golden_of(export_micro(tmp_path / "default")[0])
+    threshold = float(np.median(1 / (1 + np.exp(-logits))))
+    out, _, _ = export_micro(tmp_path / "calibrated", threshold=threshold)
+    m = json.loads((out / "model.json").read_text())
+    golden, logits = golden_of(out)
+    assert m["output"]["threshold"] == threshold and golden["mask"]["threshold"] == threshold
+    lb = golden["letterbox"]
+    box = Letterbox(scale=lb["scale"], nw=lb["nw"], nh=lb["nh"], dx=lb["dx"], dy=lb["dy"],
+                    width=golden["mask"]["width"], height=golden["mask"]["height"], size=m["input"]["size"])
+    mask = np.asarray(Image.open(out / golden["mask"]["file"])) > 127
+    assert (mask == binary_mask(logits[0, 0], box, threshold)).all() and mask.sum() == golden["mask"]["area"]
+    assert (mask != binary_mask(logits[0, 0], box, 0.35)).any(), "the case must tell the two thresholds apart"
 
 
 def test_export_writes_the_contract(exported):

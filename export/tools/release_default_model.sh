@@ -3,7 +3,9 @@
 #   bash export/tools/release_default_model.sh [runs/tiny] [models/vlt-refshapes] [version]
 # 1) choose raw or EMA weights on the run's own monitor set (generated, seed 777 — not val; raw when
 #    the run kept no EMA);
-# 2) export to ONNX (parity-checked); 3) evaluate on ../shared/refshapes/val and on a fresh set of
+# 2) choose the mask threshold on the same monitor set (tools/calibrate_threshold: the best mIoU on a grid
+#    0.20-0.70; THRESHOLD=0.35 keeps the VLT protocol's) and export to ONNX with it (parity-checked);
+# 3) evaluate on ../shared/refshapes/val and on a fresh set of
 # our own generator (seed 2) and on its hard variant (8-10 objects, seed 3), the queries' spread on val
 # (tools/query_stats) and the page's example phrases (tools/score_examples); 4) record them in
 # model.json; 5) print the learning curve; 6) make the INT8 variant of the graphs that ship
@@ -35,7 +37,15 @@ else
   echo "the run kept no EMA weights (--ema 0) -> exporting --$pick"
 fi
 
-$py -m export.export_onnx --checkpoint "$run/checkpoint.pt" --$pick --out "$out" --version "$version"
+if [ -n "${THRESHOLD:-}" ]; then
+  threshold=$THRESHOLD
+else
+  $py -m export.tools.calibrate_threshold --checkpoint "$run/checkpoint.pt" --$pick --data "$run/monitor" \
+    --json "$run/threshold-monitor.json"
+  threshold=$($py -c "import json, sys; print(json.load(open(sys.argv[1]))['best'])" "$run/threshold-monitor.json")
+fi
+echo "mask threshold $threshold"
+$py -m export.export_onnx --checkpoint "$run/checkpoint.pt" --$pick --out "$out" --version "$version" --threshold "$threshold"
 $py -m export.evaluate --model "$out" --data "$val" --json "$run/val.json"
 [ -f "$run/refshapes-seed2/annotations.jsonl" ] || $py -m export.data.refshapes --out "$run/refshapes-seed2" --seed 2 --expressions 1000
 $py -m export.evaluate --model "$out" --data "$run/refshapes-seed2" --json "$run/seed2.json"
@@ -58,6 +68,7 @@ json.dump(info, open(f"{run}/training.json", "w"), indent=1)
 PY
 $py -m export.tools.record_metrics "$out" --metrics "val=$run/val.json" --metrics "refshapes_seed2=$run/seed2.json" \
   --metrics "refshapes_hard_seed3=$run/hard-seed3.json" \
+  $([ -f "$run/threshold-monitor.json" ] && [ -z "${THRESHOLD:-}" ] && echo --metrics "threshold_monitor=$run/threshold-monitor.json") \
   --metrics "queries_val=$run/queries-val.json" --metrics "page_examples=$run/page-examples.json" \
   --training "$run/training.json"
 $py -m export.tools.learning_curve "$run/log.jsonl"
