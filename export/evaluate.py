@@ -194,8 +194,6 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: library default)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the checkpoint's EMA weights")
     p.add_argument("--json", type=Path, default=None, help="also write the metrics here as JSON")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="mask threshold (default: the model's, model.json output.threshold; 0.35 for a checkpoint)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -203,6 +201,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     p.add_argument("--data", type=Path, required=True, help="a set folder with annotations.jsonl, images/, masks/")
     p.add_argument("--limit", type=int, default=None, help="score only the first N expressions")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="mask threshold (default: the model's, model.json output.threshold; 0.35 for a checkpoint)")
     p.add_argument("--breakdown", action="store_true",
                    help="also score by the target's size and shape and by the number of objects in the scene")
     p.add_argument("--per-expression", type=Path, default=None,

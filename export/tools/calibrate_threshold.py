@@ -20,7 +20,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from export.evaluate import Predictor, evaluate_set, load_predictor
+from export.evaluate import Predictor, add_model_args, evaluate_set, load_predictor
 
 GRID = tuple(round(0.2 + 0.05 * i, 2) for i in range(11))  # 0.20 ... 0.70
 
@@ -50,10 +50,11 @@ def best(rows: Sequence[dict]) -> dict:
 
 
 def main(args: argparse.Namespace) -> dict:
-    predict, tokenizer, size, current = load_predictor(model=args.model, checkpoint=args.checkpoint, ema=args.ema)
+    predict, tokenizer, size, current = load_predictor(model=args.model, checkpoint=args.checkpoint, ema=args.ema,
+                                                       threads=args.threads)
     thresholds = [float(t) for t in args.thresholds.split(",")] if args.thresholds else GRID
     rows = sweep(predict, thresholds=thresholds, data=args.data, tokenizer=tokenizer, image_size=size,
-                 limit=args.limit)
+                 batch_size=args.batch_size, limit=args.limit)
     print("| threshold | mIoU | oIoU | Prec@0.5 | Prec@0.9 |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['threshold']:.2f} | {r['mIoU']:.2f} | {r['oIoU']:.2f} | {r['Prec@0.5']:.2f} | {r['Prec@0.9']:.2f} |")
@@ -67,16 +68,11 @@ def main(args: argparse.Namespace) -> dict:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--model", type=Path, help="a model folder, run in onnxruntime")
-    g.add_argument("--checkpoint", type=Path, help="a training checkpoint, run in PyTorch")
-    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the checkpoint's EMA weights")
+    add_model_args(p)  # --model/--checkpoint, --batch-size, --threads, --ema, --json (the rows and the choice)
     p.add_argument("--data", type=Path, required=True, help="a set of the project's own generator")
     p.add_argument("--thresholds", default="", help="comma-separated thresholds (default 0.20, 0.25, ... 0.70)")
     p.add_argument("--limit", type=int, default=None, help="score only the first N expressions")
-    p.add_argument("--json", type=Path, default=None, help="also write the rows and the choice here")
     return p
-
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(parents=[get_args_parser()], description=__doc__,

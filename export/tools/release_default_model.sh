@@ -37,12 +37,14 @@ else
   echo "the run kept no EMA weights (--ema 0) -> exporting --$pick"
 fi
 
+threshold_sweep=()  # recorded in model.json when the threshold was chosen here
 if [ -n "${THRESHOLD:-}" ]; then
   threshold=$THRESHOLD
 else
   $py -m export.tools.calibrate_threshold --checkpoint "$run/checkpoint.pt" --$pick --data "$run/monitor" \
     --json "$run/threshold-monitor.json"
   threshold=$($py -c "import json, sys; print(json.load(open(sys.argv[1]))['best'])" "$run/threshold-monitor.json")
+  threshold_sweep=(--metrics "threshold_monitor=$run/threshold-monitor.json")
 fi
 echo "mask threshold $threshold"
 $py -m export.export_onnx --checkpoint "$run/checkpoint.pt" --$pick --out "$out" --version "$version" --threshold "$threshold"
@@ -68,7 +70,7 @@ json.dump(info, open(f"{run}/training.json", "w"), indent=1)
 PY
 $py -m export.tools.record_metrics "$out" --metrics "val=$run/val.json" --metrics "refshapes_seed2=$run/seed2.json" \
   --metrics "refshapes_hard_seed3=$run/hard-seed3.json" \
-  $([ -f "$run/threshold-monitor.json" ] && [ -z "${THRESHOLD:-}" ] && echo --metrics "threshold_monitor=$run/threshold-monitor.json") \
+  "${threshold_sweep[@]}" \
   --metrics "queries_val=$run/queries-val.json" --metrics "page_examples=$run/page-examples.json" \
   --training "$run/training.json"
 $py -m export.tools.learning_curve "$run/log.jsonl"
