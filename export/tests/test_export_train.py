@@ -186,3 +186,41 @@ def test_objects_option_sets_the_scene_sizes_of_the_stream():
     counts = [len(scene.objects) for scene, _ in zip(iter_scenes(rng, mixed.config), range(200))]
     assert min(counts) == 3 and max(counts) == 10
     assert 0.25 < np.mean([c >= 8 for c in counts]) < 0.5  # 3 of 8 sizes are the hard variant's
+
+
+def test_average_checkpoints_is_the_mean_of_both_weight_sets_and_loads(tmp_path):
+    from export.engine import load_checkpoint
+    from export.tools.average_checkpoints import average_checkpoints
+
+    cfg = micro_config()
+    vocab = [PAD, UNK] + [f"w{i}" for i in range(cfg.vocab_size - 2)]
+    models, paths = [], []
+    for seed, (step, minutes) in enumerate([(100, 30.0), (140, 42.0)]):
+        torch.manual_seed(seed)
+        m, e = build_vlt(cfg), build_vlt(cfg)
+        models.append((m, e))
+        paths.append(tmp_path / f"{seed}.pt")
+        save_checkpoint(paths[-1], model=m.state_dict(), model_ema=e.state_dict(), step=step, ema_updates=step,
+                        elapsed=minutes * 60, config=cfg.to_dict(), vocab=vocab, vocab_info={}, args={"seed": str(seed)})
+    soup = average_checkpoints(paths, shared_minutes=20.0)
+    for key, which in (("model", 0), ("model_ema", 1)):
+        for name, a in models[0][which].state_dict().items():
+            b = models[1][which].state_dict()[name]
+            if a.is_floating_point():
+                assert torch.allclose(soup[key][name], (a + b) / 2), name
+            else:
+                assert torch.equal(soup[key][name], b), name
+    assert soup["step"] == 140 and soup["elapsed"] == (30 + 42 - 20) * 60 and soup["optimizer"] is None
+    assert [s["step"] for s in soup["averaged_from"]] == [100, 140]
+    save_checkpoint(tmp_path / "soup.pt", **soup)
+    for ema in (True, False):
+        loaded, _ = load_checkpoint(tmp_path / "soup.pt", ema=ema)
+        want = soup["model_ema" if ema else "model"]
+        assert all(torch.equal(v, want[k]) for k, v in loaded.state_dict().items())
+    # the mean of a checkpoint with itself is that checkpoint
+    same = average_checkpoints([paths[0], paths[0]])
+    assert all(torch.equal(v, models[0][0].state_dict()[k]) for k, v in same["model"].items())
+    # rows of different vocabularies must not be mixed
+    torch.save({**torch.load(paths[1], weights_only=False), "vocab": vocab[::-1]}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="vocabulary"):
+        average_checkpoints([paths[0], tmp_path / "other.pt"])

@@ -66,6 +66,8 @@ ckpt_args = __import__("torch").load(f"{run}/checkpoint.pt", map_location="cpu",
 info = {"data": "RefShapes v1, streamed from export/data/refshapes/ (seeded, endless)",
         "steps": ckpt_args["step"], "minutes": round(ckpt_args["elapsed"] / 60, 1), "weights": pick,
         "args": ckpt_args["args"], "log": "log.jsonl of the run; see the model card's learning curve"}
+if ckpt_args.get("averaged_from"):  # a mean of branches (tools/average_checkpoints): name them
+    info["averaged_from"] = ckpt_args["averaged_from"]
 json.dump(info, open(f"{run}/training.json", "w"), indent=1)
 PY
 $py -m export.tools.record_metrics "$out" --metrics "val=$run/val.json" --metrics "refshapes_seed2=$run/seed2.json" \
