@@ -1134,7 +1134,7 @@ export interface operations {
                     /**
                      * @example {
                      *       "status": "ready",
-                     *       "model": "vlt-refshapes-int8@2.0.0",
+                     *       "model": "vlt-refshapes-int8@2.1.0",
                      *       "provider": "cpu",
                      *       "workers": {
                      *         "configured": 2,
@@ -1143,7 +1143,7 @@ export interface operations {
                      *       "models": [
                      *         {
                      *           "name": "vlt-refshapes-int8",
-                     *           "version": "2.0.0",
+                     *           "version": "2.1.0",
                      *           "state": "ready",
                      *           "provider": "cpu",
                      *           "workers": {
@@ -1170,7 +1170,7 @@ export interface operations {
                     /**
                      * @example {
                      *       "status": "starting",
-                     *       "model": "vlt-refshapes-int8@2.0.0",
+                     *       "model": "vlt-refshapes-int8@2.1.0",
                      *       "provider": "pending",
                      *       "workers": {
                      *         "configured": 2,
@@ -1179,7 +1179,7 @@ export interface operations {
                      *       "models": [
                      *         {
                      *           "name": "vlt-refshapes-int8",
-                     *           "version": "2.0.0",
+                     *           "version": "2.1.0",
                      *           "state": "loading",
                      *           "provider": "pending",
                      *           "workers": {
