@@ -16,7 +16,7 @@ import json
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -62,6 +62,28 @@ def summarise(records: Sequence[Tuple[str, int, int]]) -> Dict[str, Dict[str, fl
     return out
 
 
+def predict_set(
+    predict: Predictor, *, data: Path, tokenizer: Tokenizer, image_size: int, batch_size: int = 16,
+    limit: Optional[int] = None,
+) -> Iterator[Tuple[dict, Letterbox, np.ndarray]]:
+    """Run ``predict`` over every expression of the set at ``data``: (annotation row, its image's
+    letterbox, mask logits 1 x m x m) per expression, in the set's order."""
+    rows = read_set(data, limit)
+    cache: Dict[str, Tuple[np.ndarray, Letterbox]] = {}
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        images, boxes = [], []
+        for r in batch:
+            if r["image"] not in cache:
+                cache.clear() if len(cache) > 64 else None
+                cache[r["image"]] = letterbox_image(load_rgb(data / r["image"]), image_size)
+            x, box = cache[r["image"]]
+            images.append(x)
+            boxes.append(box)
+        tokens = np.asarray(tokenizer.encode_batch([r["expression"] for r in batch]), dtype=np.int64)
+        yield from zip(batch, boxes, predict(np.stack(images), tokens))
+
+
 def evaluate_set(
     predict: Predictor,
     *,
@@ -74,7 +96,23 @@ def evaluate_set(
     breakdown: bool = False,
     per_expression: Optional[List[dict]] = None,
 ) -> Dict[str, Dict[str, float]]:
-    """Run ``predict`` over every expression of the set at ``data`` and score it.
+    """Run ``predict`` over every expression of the set at ``data`` and score it (``predict_set``,
+    then ``score_predictions``; their docstrings say what ``breakdown`` and ``per_expression`` add)."""
+    predictions = predict_set(predict, data=data, tokenizer=tokenizer, image_size=image_size, batch_size=batch_size,
+                              limit=limit)
+    return score_predictions(predictions, data=data, threshold=threshold, breakdown=breakdown,
+                             per_expression=per_expression)
+
+
+def score_predictions(
+    predictions: Iterable[Tuple[dict, Letterbox, np.ndarray]],
+    *,
+    data: Path,
+    threshold: float = THRESHOLD,
+    breakdown: bool = False,
+    per_expression: Optional[List[dict]] = None,
+) -> Dict[str, Dict[str, float]]:
+    """Score ``predict_set``'s output at ``threshold`` against the set's ground-truth masks.
 
     With ``breakdown`` the metrics are also grouped by the target's size class and shape and by the
     scene's object count (``size=small``, ``shape=star``, ``objects=7``), from the annotation's
@@ -82,39 +120,25 @@ def evaluate_set(
     ``picked`` (% of expressions whose mask covers the target more than any other object) and
     ``mIoU|picked`` (the mIoU of those). A ``per_expression`` list receives one
     ``{"id", "type", "iou"}`` row per expression (for paired comparisons, ``tools/compare_models``)."""
-    rows = read_set(data, limit)
-    cache: Dict[str, Tuple[np.ndarray, Letterbox]] = {}
     records: List[Tuple[str, int, int]] = []
     extra: List[Tuple[str, int, int]] = []
     picked: Dict[str, List[Optional[float]]] = defaultdict(list)  # group -> IoU of a right pick, None for a wrong one
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
-        images, boxes = [], []
-        for r in batch:
-            if r["image"] not in cache:
-                cache.clear() if len(cache) > 64 else None
-                cache[r["image"]] = letterbox_image(load_rgb(data / r["image"]), image_size)
-            x, box = cache[r["image"]]
-            images.append(x)
-            boxes.append(box)
-        tokens = np.asarray(tokenizer.encode_batch([r["expression"] for r in batch]), dtype=np.int64)
-        logits = predict(np.stack(images), tokens)
-        for r, box, lg in zip(batch, boxes, logits):
-            pred = binary_mask(lg[0], box, threshold)
-            gt = np.asarray(Image.open(data / r["mask"]).convert("L")) > 127
-            inter_union = iou(pred, gt)
-            records.append((r.get("type", "all"), *inter_union))
-            value = iou_ratio(*inter_union)
-            if per_expression is not None:
-                per_expression.append({"id": r.get("id", len(per_expression)), "type": r.get("type", "all"),
-                                       "iou": value})
-            if breakdown:
-                groups = breakdown_groups(r)
-                extra.extend((group, *inter_union) for group in groups)
-                if groups and pred.shape[0] == pred.shape[1]:
-                    hit = picked_object(pred, r["objects"]) == r["target"]
-                    for g in ["overall", r.get("type", "all"), *groups]:
-                        picked[g].append(value if hit else None)
+    for r, box, lg in predictions:
+        pred = binary_mask(lg[0], box, threshold)
+        gt = np.asarray(Image.open(data / r["mask"]).convert("L")) > 127
+        inter_union = iou(pred, gt)
+        records.append((r.get("type", "all"), *inter_union))
+        value = iou_ratio(*inter_union)
+        if per_expression is not None:
+            per_expression.append({"id": r.get("id", len(per_expression)), "type": r.get("type", "all"),
+                                   "iou": value})
+        if breakdown:
+            groups = breakdown_groups(r)
+            extra.extend((group, *inter_union) for group in groups)
+            if groups and pred.shape[0] == pred.shape[1]:
+                hit = picked_object(pred, r["objects"]) == r["target"]
+                for g in ["overall", r.get("type", "all"), *groups]:
+                    picked[g].append(value if hit else None)
     metrics = summarise(records)
     if extra:
         metrics.update({k: v for k, v in summarise(extra).items() if k != "overall"})

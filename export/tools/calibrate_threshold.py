@@ -13,35 +13,20 @@ on the set the model is judged on.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
-import numpy as np
-
-from export.evaluate import Predictor, add_model_args, evaluate_set, load_predictor
+from export.evaluate import Predictor, add_model_args, load_predictor, predict_set, score_predictions
 
 GRID = tuple(round(0.2 + 0.05 * i, 2) for i in range(11))  # 0.20 ... 0.70
 
 
-def memoized(predict: Predictor) -> Predictor:
-    """The same batch of inputs gives the same logits: each threshold reuses the first pass."""
-    seen: Dict[str, np.ndarray] = {}
-
-    def run(images: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        key = hashlib.sha1(images.tobytes() + tokens.tobytes()).hexdigest()
-        if key not in seen:
-            seen[key] = predict(images, tokens)
-        return seen[key]
-
-    return run
-
-
-def sweep(predict: Predictor, *, thresholds: Sequence[float] = GRID, **evaluate_kwargs) -> List[dict]:
-    """One row per threshold: the threshold and the set's overall metrics at it."""
-    cached = memoized(predict)
-    return [{"threshold": t, **evaluate_set(cached, threshold=t, **evaluate_kwargs)["overall"]} for t in thresholds]
+def sweep(predict: Predictor, *, data: Path, thresholds: Sequence[float] = GRID, **predict_kwargs) -> List[dict]:
+    """One row per threshold: the threshold and the set's overall metrics at it, from one pass of
+    the model (``predict_kwargs``: ``predict_set``'s tokenizer, image_size, batch_size, limit)."""
+    predictions = list(predict_set(predict, data=data, **predict_kwargs))
+    return [{"threshold": t, **score_predictions(predictions, data=data, threshold=t)["overall"]} for t in thresholds]
 
 
 def best(rows: Sequence[dict]) -> dict:
